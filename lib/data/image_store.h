@@ -1,0 +1,61 @@
+// Read access to an image store written by prepare_data (format "mlfd.image_store", see
+// docs/formats.md): metadata, labels, split indices, and images by index without loading the
+// whole file.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/h5.h"
+
+namespace mlfd {
+
+inline constexpr const char* kImageStoreFormat = "mlfd.image_store";
+inline constexpr int kImageStoreVersion = 1;
+
+class ImageStore {
+ public:
+  // Opens and validates a store; errors name the file and what is wrong.
+  static ImageStore Open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const std::string& name() const { return name_; }
+  int64_t size() const { return n_; }
+  int height() const { return h_; }
+  int width() const { return w_; }
+  int channels() const { return c_; }
+  int num_classes() const { return static_cast<int>(classes_.size()); }
+  const std::vector<std::string>& class_names() const { return classes_; }
+  const std::vector<int64_t>& labels() const { return labels_; }
+  const std::vector<double>& mean() const { return mean_; }
+  const std::vector<double>& std() const { return std_; }
+  std::vector<std::string> split_names() const;
+  // Sample indices of a split; throws Error listing the splits if it does not exist.
+  const std::vector<int64_t>& split(const std::string& name) const;
+
+  // Copies images [row, row + n) (N x H x W x C uint8, row-major) into `out`.
+  void ReadRows(int64_t row, int64_t n, uint8_t* out) const;
+  // Copies the images at arbitrary indices (any order) into `out`, reading contiguous runs at once.
+  void ReadIndices(const std::vector<int64_t>& indices, uint8_t* out) const;
+  int64_t image_bytes() const { return static_cast<int64_t>(h_) * w_ * c_; }
+
+  // sha256 of the file (computed once, on first use).
+  const std::string& Fingerprint() const;
+  const h5::File& file() const { return *file_; }
+
+ private:
+  std::string path_, name_;
+  std::shared_ptr<h5::File> file_;
+  int64_t n_ = 0;
+  int h_ = 0, w_ = 0, c_ = 0;
+  std::vector<std::string> classes_;
+  std::vector<int64_t> labels_;
+  std::vector<double> mean_, std_;
+  std::map<std::string, std::vector<int64_t>> splits_;
+  mutable std::string fingerprint_;
+};
+
+}  // namespace mlfd

@@ -1,0 +1,55 @@
+// prepare_data: turns a dataset described by a manifest into the image store of DESIGN.md
+// (decoded uint8 images, labels, class names, split indices, normalisation, provenance).
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/manifest.h"
+
+namespace mlfd {
+
+struct Provenance;
+
+struct PrepareOptions {
+  std::string data_root = "data";  // relative manifest paths resolve against it
+  bool skip_bad = false;           // skip (and record) unreadable images instead of failing
+  int gzip = 1;                    // gzip level of /images (0 = none)
+  int64_t block = 2048;            // images decoded per parallel block (bounds memory)
+
+  void Register(boost::program_options::options_description& d, const std::string& prefix = "");
+  void Check(const std::string& prefix = "") const;
+};
+
+struct PrepareSummary {
+  int64_t num_samples = 0;
+  int64_t num_skipped = 0;
+  int num_classes = 0;
+  int height = 0, width = 0, channels = 0;
+  std::map<std::string, int64_t> split_sizes;
+  std::vector<double> mean, std;
+};
+
+// Reads every source of the manifest, decodes and resizes images on `threads` threads, assigns
+// splits and writes the store atomically to `out_path`. Throws Error on bad input; then no
+// output file exists.
+PrepareSummary PrepareData(const std::string& manifest_path, const std::string& out_path,
+                           const PrepareOptions& opts, Provenance provenance, int threads);
+
+// Split assignment (exposed for tests). `tags` are the sources' split tags ("" = unassigned).
+// Returns sorted sample indices for "train", "val" and "test".
+std::map<std::string, std::vector<int64_t>> AssignSplits(const std::vector<int64_t>& labels,
+                                                         const std::vector<std::string>& tags,
+                                                         const SplitSpec& spec, int num_classes,
+                                                         const std::string& manifest_path);
+
+// Decodes an encoded image file with OpenCV and converts it to the stored format (channels, RGB
+// order, size and resize policy). Returns an empty Mat if the file cannot be decoded.
+cv::Mat LoadAndConvert(const std::string& file, const ImageSpec& spec);
+// Converts an already-decoded image the same way.
+cv::Mat ConvertImage(const cv::Mat& img, const ImageSpec& spec, bool is_bgr);
+
+}  // namespace mlfd

@@ -1,0 +1,29 @@
+// Internal: one reader per manifest source kind (data/sources.cc dispatches on the kind).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/manifest.h"
+
+namespace mlfd {
+
+std::vector<RawSample> ReadFolderSource(const SourceContext& ctx);
+std::vector<RawSample> ReadListSource(const SourceContext& ctx);
+std::vector<RawSample> ReadIdxSource(const SourceContext& ctx);
+std::vector<RawSample> ReadMnistJsonSource(const SourceContext& ctx);
+std::vector<RawSample> ReadCifarBinarySource(const SourceContext& ctx);
+std::vector<RawSample> ReadCub200Source(const SourceContext& ctx);
+std::vector<RawSample> ReadFlowers102Source(const SourceContext& ctx);
+
+// Helpers shared by the readers.
+bool IsImageFile(const std::string& name, const std::vector<std::string>& extensions);
+std::vector<std::string> DefaultImageExtensions();
+// Whole file into memory, transparently gunzipping .gz (throws Error naming the file).
+std::string ReadFileMaybeGz(const std::string& path);
+// Lines of a text file (trailing \r stripped).
+std::vector<std::string> ReadLines(const std::string& path);
+// Splits a line: delimiter " " means any run of whitespace.
+std::vector<std::string> SplitFields(const std::string& line, const std::string& delimiter);
+
+}  // namespace mlfd

@@ -1,0 +1,604 @@
+// HDF5 I/O implementation. Every call's status is checked; failures carry the file, the object
+// path and HDF5's innermost error description.
+#include "io/h5.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "util/error.h"
+
+namespace mlfd {
+namespace h5 {
+namespace {
+
+std::once_flag g_silence_once;
+
+herr_t WalkCb(unsigned n, const H5E_error2_t* err, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n == 0 && err->desc) *out = err->desc;  // innermost (downward walk: first = API call)
+  if (err->desc && std::strlen(err->desc) > 0) *out = err->desc;  // keep the deepest
+  return 0;
+}
+
+// HDF5's deepest error description, then clears the stack.
+std::string Hdf5Message() {
+  std::string msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, WalkCb, &msg);
+  H5Eclear2(H5E_DEFAULT);
+  return msg;
+}
+
+hid_t Float16Type() {
+  static hid_t t = [] {
+    hid_t x = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(x, 15, 10, 5, 0, 10);
+    H5Tset_size(x, 2);
+    H5Tset_ebias(x, 15);
+    return x;
+  }();
+  return t;
+}
+
+hid_t MemType(DType t) {
+  switch (t) {
+    case DType::kUInt8: return H5T_NATIVE_UINT8;
+    case DType::kInt64: return H5T_NATIVE_INT64;
+    case DType::kFloat16: return Float16Type();
+    case DType::kFloat32: return H5T_NATIVE_FLOAT;
+    case DType::kFloat64: return H5T_NATIVE_DOUBLE;
+  }
+  return -1;
+}
+
+hid_t FileType(DType t) {
+  switch (t) {
+    case DType::kUInt8: return H5T_STD_U8LE;
+    case DType::kInt64: return H5T_STD_I64LE;
+    case DType::kFloat16: return Float16Type();
+    case DType::kFloat32: return H5T_IEEE_F32LE;
+    case DType::kFloat64: return H5T_IEEE_F64LE;
+  }
+  return -1;
+}
+
+std::vector<hsize_t> ToH(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
+
+// Temp files of live AtomicFiles, removed by the SIGINT/SIGTERM handler.
+constexpr int kMaxTemps = 64;
+char g_temps[kMaxTemps][4096];
+std::atomic<bool> g_temp_used[kMaxTemps];
+std::once_flag g_signal_once;
+
+void OnSignal(int sig) {
+  for (int i = 0; i < kMaxTemps; ++i)
+    if (g_temp_used[i].load()) unlink(g_temps[i]);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+int RegisterTemp(const std::string& path) {
+  std::call_once(g_signal_once, [] {
+    signal(SIGINT, OnSignal);
+    signal(SIGTERM, OnSignal);
+  });
+  for (int i = 0; i < kMaxTemps; ++i) {
+    bool expected = false;
+    if (path.size() < sizeof(g_temps[i]) && !g_temp_used[i].load()) {
+      std::strcpy(g_temps[i], path.c_str());
+      if (g_temp_used[i].compare_exchange_strong(expected, true)) return i;
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kUInt8: return 1;
+    case DType::kInt64: return 8;
+    case DType::kFloat16: return 2;
+    case DType::kFloat32: return 4;
+    case DType::kFloat64: return 8;
+  }
+  return 0;
+}
+
+std::string DTypeName(DType t) {
+  switch (t) {
+    case DType::kUInt8: return "uint8";
+    case DType::kInt64: return "int64";
+    case DType::kFloat16: return "float16";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+  }
+  return "?";
+}
+
+std::string ShapeStr(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+int64_t NumElements(const Shape& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+void SilenceErrors() {
+  std::call_once(g_silence_once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+Handle& Handle::operator=(Handle&& o) noexcept {
+  if (this != &o) {
+    Close();
+    id_ = o.id_;
+    kind_ = o.kind_;
+    o.id_ = -1;
+  }
+  return *this;
+}
+
+void Handle::Close() {
+  if (id_ < 0) return;
+  switch (kind_) {
+    case kFile: H5Fclose(id_); break;
+    case kGroup: H5Gclose(id_); break;
+    case kDataset: H5Dclose(id_); break;
+    case kDataspace: H5Sclose(id_); break;
+    case kDatatype: H5Tclose(id_); break;
+    case kAttribute: H5Aclose(id_); break;
+    case kPlist: H5Pclose(id_); break;
+    case kObject: H5Oclose(id_); break;
+  }
+  id_ = -1;
+}
+
+bool IsHdf5(const std::string& path) {
+  SilenceErrors();
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  htri_t r = H5Fis_hdf5(path.c_str());
+  H5Eclear2(H5E_DEFAULT);
+  return r > 0;
+}
+
+File File::Create(const std::string& path) {
+  SilenceErrors();
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (id < 0) throw Error(Msg(path, ": cannot create HDF5 file (", Hdf5Message(), ")"));
+  return File(Handle(id, Handle::kFile), path);
+}
+
+File File::Open(const std::string& path, bool writable) {
+  SilenceErrors();
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) throw Error(Msg(path, ": no such file"));
+  if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": not a regular file"));
+  if (!IsHdf5(path)) throw Error(Msg(path, ": not an HDF5 file (corrupt or wrong file?)"));
+  hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) throw Error(Msg(path, ": cannot open HDF5 file (", Hdf5Message(), ")"));
+  return File(Handle(id, Handle::kFile), path);
+}
+
+void File::Close() {
+  if (!file_.valid()) return;
+  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) Fail("/", "flush failed");
+  file_.Close();
+}
+
+void File::Flush() {
+  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) Fail("/", "flush failed");
+}
+
+void File::Fail(const std::string& object, const std::string& what) const {
+  std::string detail = Hdf5Message();
+  throw Error(Msg(path_, ":", object, ": ", what, detail.empty() ? "" : " (" + detail + ")"));
+}
+
+bool File::Exists(const std::string& object) const {
+  if (object == "/" || object.empty()) return true;
+  std::string cur;
+  size_t pos = object[0] == '/' ? 1 : 0;
+  while (pos <= object.size()) {
+    size_t next = object.find('/', pos);
+    if (next == std::string::npos) next = object.size();
+    cur += "/" + object.substr(pos, next - pos);
+    htri_t r = H5Lexists(file_.get(), cur.c_str(), H5P_DEFAULT);
+    if (r <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    pos = next + 1;
+  }
+  return true;
+}
+
+std::vector<std::string> File::List(const std::string& group) const {
+  Handle g(H5Gopen2(file_.get(), group.c_str(), H5P_DEFAULT), Handle::kGroup);
+  if (!g.valid()) Fail(group, "no such group");
+  std::vector<std::string> names;
+  H5Literate(
+      g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
+        static_cast<std::vector<std::string>*>(data)->push_back(name);
+        return 0;
+      },
+      &names);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Handle File::OpenDataset(const std::string& name) const {
+  if (!Exists(name)) Fail(name, "no such dataset");
+  Handle d(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), Handle::kDataset);
+  if (!d.valid()) Fail(name, "cannot open dataset");
+  return d;
+}
+
+Handle File::OpenObject(const std::string& object) const {
+  if (!Exists(object)) Fail(object, "no such object");
+  Handle o(H5Oopen(file_.get(), object.c_str(), H5P_DEFAULT), Handle::kObject);
+  if (!o.valid()) Fail(object, "cannot open object");
+  return o;
+}
+
+void File::CreateDataset(const std::string& name, DType dtype, const Shape& shape,
+                         const DatasetOptions& opts) {
+  for (auto d : shape)
+    if (d < 0) Fail(name, "negative dimension in shape " + ShapeStr(shape));
+  auto dims = ToH(shape);
+  std::vector<hsize_t> maxdims = dims;
+  if (opts.extendable && !maxdims.empty()) maxdims[0] = H5S_UNLIMITED;
+  Handle space(shape.empty() ? H5Screate(H5S_SCALAR)
+                             : H5Screate_simple(static_cast<int>(dims.size()), dims.data(),
+                                                maxdims.data()),
+               Handle::kDataspace);
+  if (!space.valid()) Fail(name, "cannot create dataspace");
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), Handle::kPlist);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), Handle::kPlist);
+  if (!shape.empty() && (shape[0] > 0 || opts.extendable)) {
+    int64_t row_elems = 1;
+    for (size_t i = 1; i < shape.size(); ++i) row_elems *= shape[i];
+    int64_t row_bytes = std::max<int64_t>(1, row_elems * static_cast<int64_t>(DTypeSize(dtype)));
+    int64_t rows = opts.chunk_rows > 0 ? opts.chunk_rows : std::max<int64_t>(1, (1 << 20) / row_bytes);
+    if (!opts.extendable) rows = std::min(rows, shape[0]);
+    std::vector<hsize_t> chunk = dims;
+    chunk[0] = static_cast<hsize_t>(rows);
+    if (row_elems > 0) {
+      if (H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) < 0)
+        Fail(name, "cannot set chunking");
+      if (opts.gzip > 0) {
+        H5Pset_shuffle(dcpl.get());
+        if (H5Pset_deflate(dcpl.get(), static_cast<unsigned>(std::min(opts.gzip, 9))) < 0)
+          Fail(name, "cannot set gzip");
+      }
+    }
+  }
+  Handle d(H5Dcreate2(file_.get(), name.c_str(), FileType(dtype), space.get(), lcpl.get(),
+                      dcpl.get(), H5P_DEFAULT),
+           Handle::kDataset);
+  if (!d.valid()) Fail(name, "cannot create dataset " + DTypeName(dtype) + " " + ShapeStr(shape));
+}
+
+void File::Resize(const std::string& name, int64_t rows) {
+  Handle d = OpenDataset(name);
+  DatasetInfo info = Info(name);
+  if (info.shape.empty()) Fail(name, "cannot resize a scalar dataset");
+  std::vector<hsize_t> dims = ToH(info.shape);
+  dims[0] = static_cast<hsize_t>(rows);
+  if (H5Dset_extent(d.get(), dims.data()) < 0) Fail(name, "cannot resize (not extendable?)");
+}
+
+void File::WriteRows(const std::string& name, int64_t row, int64_t n, const void* data) {
+  Handle d = OpenDataset(name);
+  Handle fspace(H5Dget_space(d.get()), Handle::kDataspace);
+  DatasetInfo info = Info(name);
+  if (info.shape.empty()) {
+    if (row != 0 || n != 1) Fail(name, "scalar dataset: write row 0, count 1");
+    if (H5Dwrite(d.get(), MemType(info.dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+      Fail(name, "write failed");
+    return;
+  }
+  if (row < 0 || n < 0 || row + n > info.shape[0])
+    Fail(name, Msg("rows [", row, ", ", row + n, ") outside the dataset's ", info.shape[0], " rows"));
+  if (n == 0) return;
+  std::vector<hsize_t> start(info.shape.size(), 0), count = ToH(info.shape);
+  start[0] = static_cast<hsize_t>(row);
+  count[0] = static_cast<hsize_t>(n);
+  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  Handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                Handle::kDataspace);
+  if (H5Dwrite(d.get(), MemType(info.dtype), mspace.get(), fspace.get(), H5P_DEFAULT, data) < 0)
+    Fail(name, "write failed");
+}
+
+void File::Write(const std::string& name, DType dtype, const Shape& shape, const void* data,
+                 const DatasetOptions& opts) {
+  CreateDataset(name, dtype, shape, opts);
+  WriteRows(name, 0, shape.empty() ? 1 : shape[0], data);
+}
+
+DatasetInfo File::Info(const std::string& name) const {
+  Handle d = OpenDataset(name);
+  Handle type(H5Dget_type(d.get()), Handle::kDatatype);
+  Handle space(H5Dget_space(d.get()), Handle::kDataspace);
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) Fail(name, "cannot read dataspace");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  DatasetInfo info;
+  info.shape.assign(dims.begin(), dims.end());
+  H5T_class_t cls = H5Tget_class(type.get());
+  size_t size = H5Tget_size(type.get());
+  if (cls == H5T_INTEGER) {
+    info.dtype = (size == 1 && H5Tget_sign(type.get()) == H5T_SGN_NONE) ? DType::kUInt8 : DType::kInt64;
+  } else if (cls == H5T_FLOAT) {
+    info.dtype = size == 2 ? DType::kFloat16 : size == 4 ? DType::kFloat32 : DType::kFloat64;
+  } else {
+    Fail(name, "dataset is not numeric");
+  }
+  return info;
+}
+
+void File::ReadRows(const std::string& name, int64_t row, int64_t n, void* out, DType as) const {
+  Handle d = OpenDataset(name);
+  DatasetInfo info = Info(name);
+  if (info.shape.empty()) {
+    if (row != 0 || n != 1) Fail(name, "scalar dataset: read row 0, count 1");
+    if (H5Dread(d.get(), MemType(as), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+      Fail(name, "read failed");
+    return;
+  }
+  if (row < 0 || n < 0 || row + n > info.shape[0])
+    Fail(name, Msg("rows [", row, ", ", row + n, ") outside the dataset's ", info.shape[0], " rows"));
+  if (n == 0) return;
+  Handle fspace(H5Dget_space(d.get()), Handle::kDataspace);
+  std::vector<hsize_t> start(info.shape.size(), 0), count = ToH(info.shape);
+  start[0] = static_cast<hsize_t>(row);
+  count[0] = static_cast<hsize_t>(n);
+  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  Handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                Handle::kDataspace);
+  if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
+    Fail(name, "read failed (corrupt file?)");
+}
+
+void File::Read(const std::string& name, void* out, DType as) const {
+  DatasetInfo info = Info(name);
+  ReadRows(name, 0, info.shape.empty() ? 1 : info.shape[0], out, as);
+}
+
+template <typename T>
+std::vector<T> File::ReadVector(const std::string& name) const {
+  DType as;
+  if constexpr (std::is_same_v<T, uint8_t>) as = DType::kUInt8;
+  else if constexpr (std::is_same_v<T, int64_t>) as = DType::kInt64;
+  else if constexpr (std::is_same_v<T, float>) as = DType::kFloat32;
+  else as = DType::kFloat64;
+  std::vector<T> out(static_cast<size_t>(NumElements(Info(name).shape)));
+  Read(name, out.data(), as);
+  return out;
+}
+template std::vector<uint8_t> File::ReadVector<uint8_t>(const std::string&) const;
+template std::vector<int64_t> File::ReadVector<int64_t>(const std::string&) const;
+template std::vector<float> File::ReadVector<float>(const std::string&) const;
+template std::vector<double> File::ReadVector<double>(const std::string&) const;
+
+void File::WriteStrings(const std::string& name, const std::vector<std::string>& values) {
+  Handle type(H5Tcopy(H5T_C_S1), Handle::kDatatype);
+  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  hsize_t n = values.size();
+  Handle space(H5Screate_simple(1, &n, nullptr), Handle::kDataspace);
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), Handle::kPlist);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Handle d(H5Dcreate2(file_.get(), name.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT,
+                      H5P_DEFAULT),
+           Handle::kDataset);
+  if (!d.valid()) Fail(name, "cannot create string dataset");
+  std::vector<const char*> ptrs;
+  for (auto& v : values) ptrs.push_back(v.c_str());
+  if (n > 0 && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
+    Fail(name, "write failed");
+}
+
+std::vector<std::string> File::ReadStrings(const std::string& name) const {
+  Handle d = OpenDataset(name);
+  Handle ftype(H5Dget_type(d.get()), Handle::kDatatype);
+  if (H5Tget_class(ftype.get()) != H5T_STRING) Fail(name, "not a string dataset");
+  Handle space(H5Dget_space(d.get()), Handle::kDataspace);
+  hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  std::vector<std::string> out;
+  if (n <= 0) return out;
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Handle mtype(H5Tcopy(H5T_C_S1), Handle::kDatatype);
+    H5Tset_size(mtype.get(), H5T_VARIABLE);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+    std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
+    if (H5Dread(d.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
+      Fail(name, "read failed");
+    for (auto* p : ptrs) out.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, ptrs.data());
+  } else {
+    size_t len = H5Tget_size(ftype.get());
+    std::vector<char> buf(len * static_cast<size_t>(n));
+    if (H5Dread(d.get(), ftype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
+      Fail(name, "read failed");
+    for (hssize_t i = 0; i < n; ++i) {
+      const char* s = buf.data() + i * len;
+      out.emplace_back(s, strnlen(s, len));
+    }
+  }
+  return out;
+}
+
+void File::ReplaceAttr(const std::string& object, const std::string& key, hid_t type, hid_t space,
+                       const void* data) {
+  Handle obj = OpenObject(object);
+  if (H5Aexists(obj.get(), key.c_str()) > 0) H5Adelete(obj.get(), key.c_str());
+  Handle a(H5Acreate2(obj.get(), key.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
+           Handle::kAttribute);
+  if (!a.valid()) Fail(object, "cannot create attribute '" + key + "'");
+  if (H5Awrite(a.get(), type, data) < 0) Fail(object, "cannot write attribute '" + key + "'");
+}
+
+void File::SetAttr(const std::string& object, const std::string& key, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1), Handle::kDatatype);
+  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  Handle space(H5Screate(H5S_SCALAR), Handle::kDataspace);
+  const char* p = value.c_str();
+  ReplaceAttr(object, key, type.get(), space.get(), &p);
+}
+
+void File::SetAttr(const std::string& object, const std::string& key, int64_t value) {
+  Handle space(H5Screate(H5S_SCALAR), Handle::kDataspace);
+  ReplaceAttr(object, key, H5T_NATIVE_INT64, space.get(), &value);
+}
+
+void File::SetAttr(const std::string& object, const std::string& key, double value) {
+  Handle space(H5Screate(H5S_SCALAR), Handle::kDataspace);
+  ReplaceAttr(object, key, H5T_NATIVE_DOUBLE, space.get(), &value);
+}
+
+void File::SetAttr(const std::string& object, const std::string& key,
+                   const std::vector<double>& value) {
+  hsize_t n = value.size();
+  Handle space(H5Screate_simple(1, &n, nullptr), Handle::kDataspace);
+  ReplaceAttr(object, key, H5T_NATIVE_DOUBLE, space.get(), value.data());
+}
+
+void File::SetJsonAttr(const std::string& object, const std::string& key, const nlohmann::json& v) {
+  SetAttr(object, key, v.dump());
+}
+
+bool File::HasAttr(const std::string& object, const std::string& key) const {
+  if (!Exists(object)) return false;
+  Handle obj = OpenObject(object);
+  htri_t r = H5Aexists(obj.get(), key.c_str());
+  H5Eclear2(H5E_DEFAULT);
+  return r > 0;
+}
+
+Handle File::OpenAttr(const std::string& object, const std::string& key) const {
+  Handle obj = OpenObject(object);
+  if (H5Aexists(obj.get(), key.c_str()) <= 0) Fail(object, "missing attribute '" + key + "'");
+  Handle a(H5Aopen(obj.get(), key.c_str(), H5P_DEFAULT), Handle::kAttribute);
+  if (!a.valid()) Fail(object, "cannot open attribute '" + key + "'");
+  return a;
+}
+
+std::string File::GetStringAttr(const std::string& object, const std::string& key) const {
+  Handle a = OpenAttr(object, key);
+  Handle ftype(H5Aget_type(a.get()), Handle::kDatatype);
+  if (H5Tget_class(ftype.get()) != H5T_STRING) Fail(object, "attribute '" + key + "' is not a string");
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Handle mtype(H5Tcopy(H5T_C_S1), Handle::kDatatype);
+    H5Tset_size(mtype.get(), H5T_VARIABLE);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+    char* p = nullptr;
+    if (H5Aread(a.get(), mtype.get(), &p) < 0) Fail(object, "cannot read attribute '" + key + "'");
+    std::string s = p ? p : "";
+    H5free_memory(p);
+    return s;
+  }
+  size_t len = H5Tget_size(ftype.get());
+  std::vector<char> buf(len + 1, 0);
+  if (H5Aread(a.get(), ftype.get(), buf.data()) < 0) Fail(object, "cannot read attribute '" + key + "'");
+  return std::string(buf.data(), strnlen(buf.data(), len));
+}
+
+int64_t File::GetIntAttr(const std::string& object, const std::string& key) const {
+  Handle a = OpenAttr(object, key);
+  int64_t v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_INT64, &v) < 0) Fail(object, "attribute '" + key + "' is not an integer");
+  return v;
+}
+
+double File::GetDoubleAttr(const std::string& object, const std::string& key) const {
+  Handle a = OpenAttr(object, key);
+  double v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v) < 0) Fail(object, "attribute '" + key + "' is not a number");
+  return v;
+}
+
+std::vector<double> File::GetDoublesAttr(const std::string& object, const std::string& key) const {
+  Handle a = OpenAttr(object, key);
+  Handle space(H5Aget_space(a.get()), Handle::kDataspace);
+  std::vector<double> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space.get())));
+  if (!v.empty() && H5Aread(a.get(), H5T_NATIVE_DOUBLE, v.data()) < 0)
+    Fail(object, "attribute '" + key + "' is not numeric");
+  return v;
+}
+
+nlohmann::json File::GetJsonAttr(const std::string& object, const std::string& key) const {
+  std::string s = GetStringAttr(object, key);
+  try {
+    return nlohmann::json::parse(s);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(Msg(path_, ":", object, ": attribute '", key, "' is not valid JSON"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+AtomicFile::AtomicFile(std::string final_path) : final_path_(std::move(final_path)) {
+  static std::atomic<int> counter{0};
+  auto slash = final_path_.rfind('/');
+  std::string dir = slash == std::string::npos ? "" : final_path_.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? final_path_ : final_path_.substr(slash + 1);
+  temp_path_ = dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+  slot_ = RegisterTemp(temp_path_);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) std::remove(temp_path_.c_str());
+  if (slot_ >= 0) g_temp_used[slot_] = false;
+}
+
+void AtomicFile::Commit() {
+  if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0)
+    throw Error(Msg(final_path_, ": cannot move finished output into place: ", std::strerror(errno)));
+  committed_ = true;
+}
+
+void CheckOutputPath(const std::string& path, const std::string& expected_format) {
+  if (path.empty()) throw UsageError("output path is empty");
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Msg(path, ": output directory ", dir, " does not exist"));
+  if (access(dir.c_str(), W_OK) != 0)
+    throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+  if (stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));
+    bool ours = false;
+    if (IsHdf5(path)) {
+      try {
+        File f = File::Open(path);
+        ours = f.HasAttr("/", "format") && f.GetStringAttr("/", "format") == expected_format;
+      } catch (const Error&) {
+        ours = false;
+      }
+    }
+    if (!ours)
+      throw Error(Msg(path, ": exists and is not a ", expected_format,
+                      " file written by this tool; refusing to overwrite it"));
+  }
+}
+
+}  // namespace h5
+}  // namespace mlfd

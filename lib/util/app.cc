@@ -1,0 +1,230 @@
+// Command-line framework: option parsing, config files, help/version, error-to-exit-code mapping.
+#include "util/app.h"
+
+#include <H5public.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <boost/version.hpp>
+#include <fstream>
+#include <iostream>
+#include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <sstream>
+#include <thread>
+
+#include "build_info.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace mlfd {
+
+void OptionChecker::Require(bool ok, const std::string& name, const std::string& message) {
+  if (!ok) problems_.push_back("--" + prefix_ + name + ": " + message);
+}
+
+void OptionChecker::Throw() const {
+  if (problems_.empty()) return;
+  std::string all = problems_.size() == 1 ? "invalid option " : "invalid options: ";
+  for (size_t i = 0; i < problems_.size(); ++i) all += (i ? "; " : "") + problems_[i];
+  throw UsageError(all);
+}
+
+CommandLine::CommandLine(AppInfo info) : info_(std::move(info)) {}
+
+void CommandLine::AddPositional(const std::string& name, std::string* target,
+                                const std::string& help, bool required) {
+  positionals_.push_back({name, help, target, required});
+}
+
+std::vector<std::string> ConfigToTokens(const nlohmann::json& config, const std::string& source) {
+  if (!config.is_object()) throw UsageError(Msg(source, ": config must be a JSON object"));
+  std::vector<std::string> tokens;
+  std::function<void(const nlohmann::json&, const std::string&)> walk =
+      [&](const nlohmann::json& j, const std::string& prefix) {
+        for (auto it = j.begin(); it != j.end(); ++it) {
+          std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+          const auto& v = it.value();
+          auto scalar = [&](const nlohmann::json& x) -> std::string {
+            if (x.is_string()) return x.get<std::string>();
+            if (x.is_boolean()) return x.get<bool>() ? "true" : "false";
+            if (x.is_number()) return x.dump();
+            throw UsageError(Msg(source, ": key '", key, "' has a value of unsupported type ",
+                                 x.type_name()));
+          };
+          if (v.is_object()) {
+            walk(v, key);
+          } else if (v.is_array()) {
+            for (const auto& e : v) tokens.push_back("--" + key + "=" + scalar(e));
+          } else if (!v.is_null()) {
+            tokens.push_back("--" + key + "=" + scalar(v));
+          }
+        }
+      };
+  walk(config, "");
+  return tokens;
+}
+
+bool CommandLine::Parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) command_line_ += (i ? " " : "") + std::string(argv[i]);
+
+  po::options_description common("Common options");
+  common.add_options()("help,h", "print this help and exit")(
+      "version", "print versions of the tool and its libraries and exit")(
+      "config", po::value<std::string>(&config_path_),
+      "JSON file setting any of these options by long name (the command line wins)")(
+      "verbose,v", po::value<int>(&verbosity_)->default_value(1),
+      "0 = warnings only, 1 = progress (default), 2 = debug")(
+      "threads", po::value<int>(&threads_)->default_value(0), "CPU threads (0 = all cores)");
+
+  po::options_description hidden;
+  po::positional_options_description pos;
+  for (auto& p : positionals_) {
+    hidden.add_options()(p.name.c_str(), po::value<std::string>(p.target), p.help.c_str());
+    pos.add(p.name.c_str(), 1);
+  }
+  po::options_description all;
+  all.add(options_).add(common).add(hidden);
+
+  try {
+    // No abbreviations: --epoch must not silently mean --epochs.
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).style(style).run(), vm_);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+
+  if (vm_.count("help")) {
+    std::ostringstream os;
+    os << info_.name << ": " << info_.purpose << "\n\nUsage: " << info_.usage << "\n";
+    if (!positionals_.empty()) {
+      os << "\nArguments:\n";
+      for (auto& p : positionals_) os << "  <" << p.name << ">  " << p.help << "\n";
+    }
+    os << "\nExample:\n  " << info_.example << "\n\n" << options_ << "\n" << common;
+    std::cout << os.str();
+    return false;
+  }
+  if (vm_.count("version")) {
+    nlohmann::json v = VersionInfo();
+    std::cout << info_.name << " (mlfd) " << v["mlfd"].get<std::string>() << ", git "
+              << v["git_revision"].get<std::string>() << "\n";
+    for (auto& [k, val] : v.items())
+      if (k != "mlfd" && k != "git_revision") std::cout << "  " << k << " " << val.get<std::string>() << "\n";
+    return false;
+  }
+
+  if (vm_.count("config")) {
+    const std::string path = vm_["config"].as<std::string>();
+    std::ifstream in(path);
+    if (!in) throw UsageError(Msg("--config: cannot open ", path));
+    nlohmann::json cfg;
+    try {
+      in >> cfg;
+    } catch (const nlohmann::json::exception& e) {
+      throw UsageError(Msg("--config ", path, ": malformed JSON: ", e.what()));
+    }
+    std::vector<std::string> tokens = ConfigToTokens(cfg, path);
+    try {
+      const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+      po::store(po::command_line_parser(tokens).options(all).style(style).run(), vm_);
+    } catch (const po::error& e) {
+      throw UsageError(Msg("--config ", path, ": ", e.what()));
+    }
+  }
+  try {
+    po::notify(vm_);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  for (auto& p : positionals_)
+    if (p.required && !vm_.count(p.name))
+      throw UsageError(Msg("missing argument <", p.name, ">; usage: ", info_.usage));
+  if (threads_ < 0) throw UsageError("--threads: must be >= 0");
+
+  SetVerbosity(verbosity_);
+  // OpenCV's own warnings (e.g. on an unreadable image) would break our one-line errors.
+  cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+  threads_ = SetThreadCount(threads_);
+  MLOG(INFO) << "command line: " << command_line_;
+  return true;
+}
+
+nlohmann::json CommandLine::Resolved() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [key, value] : vm_) {
+    if (key == "help" || key == "version") continue;
+    const boost::any& a = value.value();
+    if (auto p = boost::any_cast<std::string>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<int>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<int64_t>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<double>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<float>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<bool>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<std::vector<std::string>>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<std::vector<int>>(&a)) out[key] = *p;
+    else if (auto p = boost::any_cast<std::vector<double>>(&a)) out[key] = *p;
+    else out[key] = "<unprintable>";
+  }
+  out["threads"] = threads_;
+  return out;
+}
+
+nlohmann::json VersionInfo() {
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  return {{"mlfd", MLFD_VERSION},
+          {"git_revision", MLFD_GIT_REVISION},
+          {"build_type", MLFD_BUILD_TYPE},
+          {"libtorch", TORCH_VERSION},
+          {"opencv", CV_VERSION},
+          {"hdf5", Msg(maj, ".", min, ".", rel)},
+          {"boost", Msg(BOOST_VERSION / 100000, ".", BOOST_VERSION / 100 % 1000, ".",
+                        BOOST_VERSION % 100)},
+          {"nlohmann_json", Msg(NLOHMANN_JSON_VERSION_MAJOR, ".", NLOHMANN_JSON_VERSION_MINOR, ".",
+                                NLOHMANN_JSON_VERSION_PATCH)}};
+}
+
+int SetThreadCount(int threads) {
+  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+  cv::setNumThreads(n);
+  return n;
+}
+
+namespace {
+// First line of a LibTorch message, without its C++ backtrace.
+std::string FirstLine(const std::string& s) {
+  auto pos = s.find('\n');
+  return pos == std::string::npos ? s : s.substr(0, pos);
+}
+}  // namespace
+
+int RunMain(const std::string& app_name, const std::function<int()>& body) {
+  auto fail = [&](const std::string& what, int code) {
+    std::cerr << app_name << ": " << (code == kExitUsage ? "usage error: " : "error: ") << what
+              << (code == kExitUsage ? " (see --help)" : "") << std::endl;
+    return code;
+  };
+  try {
+    return body();
+  } catch (const Error& e) {
+    return fail(e.what(), e.exit_code());
+  } catch (const po::error& e) {
+    return fail(e.what(), kExitUsage);
+  } catch (const c10::Error& e) {
+    return fail("LibTorch: " + FirstLine(e.what_without_backtrace()), kExitFailure);
+  } catch (const cv::Exception& e) {
+    return fail("OpenCV: " + FirstLine(e.what()), kExitFailure);
+  } catch (const nlohmann::json::exception& e) {
+    return fail(Msg("JSON: ", e.what()), kExitFailure);
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory", kExitFailure);
+  } catch (const std::exception& e) {
+    return fail(e.what(), kExitFailure);
+  } catch (...) {
+    return fail("unknown failure", kExitFailure);
+  }
+}
+
+}  // namespace mlfd

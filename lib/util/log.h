@@ -1,0 +1,51 @@
+// Logging to stderr with time, severity and verbosity control. Stdout stays free for
+// machine-readable output. Usage: MLOG(INFO) << "read " << n << " images"; MVLOG(2) << "detail";
+#pragma once
+
+#include <sstream>
+#include <string>
+
+namespace mlfd {
+
+enum class Severity { kDebug, kInfo, kWarning, kError };
+
+// Verbosity: 0 = warnings and errors, 1 = info (default), 2+ = debug detail (MVLOG(n) prints
+// if verbosity >= n).
+void SetVerbosity(int level);
+int Verbosity();
+inline bool ShouldLog(Severity s) {
+  int v = Verbosity();
+  return s >= Severity::kWarning || (s == Severity::kInfo && v >= 1) || v >= 2;
+}
+
+class LogMessage {
+ public:
+  LogMessage(Severity severity, const char* file, int line);
+  ~LogMessage();
+  std::ostream& stream() { return os_; }
+
+ private:
+  Severity severity_;
+  std::ostringstream os_;
+};
+
+// Prints a whole line to stderr at once (thread-safe), with a timestamp prefix.
+void LogLine(Severity severity, const std::string& text);
+
+}  // namespace mlfd
+
+// Named MLOG/MVLOG because LibTorch's c10 already defines LOG and VLOG.
+#define MLFD_SEV_DEBUG ::mlfd::Severity::kDebug
+#define MLFD_SEV_INFO ::mlfd::Severity::kInfo
+#define MLFD_SEV_WARNING ::mlfd::Severity::kWarning
+#define MLFD_SEV_ERROR ::mlfd::Severity::kError
+#define MLOG(sev)                              \
+  if (!::mlfd::ShouldLog(MLFD_SEV_##sev))      \
+    ;                                          \
+  else                                         \
+    ::mlfd::LogMessage(MLFD_SEV_##sev, __FILE__, __LINE__).stream()
+#define MVLOG(n)                    \
+  if (::mlfd::Verbosity() < (n))    \
+    ;                               \
+  else                              \
+    ::mlfd::LogMessage(::mlfd::Severity::kDebug, __FILE__, __LINE__).stream()

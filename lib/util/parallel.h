@@ -1,0 +1,44 @@
+// A minimal parallel-for over an index range on a fixed number of threads (dynamic scheduling).
+// The first exception thrown by a worker is rethrown in the caller after all threads stop.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mlfd {
+
+inline void ParallelFor(int64_t n, int threads, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  int t = std::max(1, std::min<int>(threads, static_cast<int>(std::min<int64_t>(n, 1 << 20))));
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&] {
+    while (true) {
+      int64_t i = next++;
+      if (i >= n) return;
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        next = n;  // stop handing out work
+      }
+    }
+  };
+  if (t == 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    for (int k = 0; k < t; ++k) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace mlfd

@@ -1,0 +1,3 @@
+// Catch2 main for the whole suite.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>

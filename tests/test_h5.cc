@@ -1,0 +1,195 @@
+// HDF5 I/O: round trips for every dtype, row-range reads, attributes, strings, error messages,
+// atomic writes, and h5py reading what we write.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "test_util.h"
+#include "util/error.h"
+
+using namespace mlfd;
+using mlfd_test::TempDir;
+
+TEST_CASE("h5: tensors of every dtype round-trip exactly", "[h5]") {
+  TempDir tmp;
+  torch::manual_seed(1);
+  std::vector<std::pair<std::string, torch::Tensor>> cases = {
+      {"u8", torch::randint(0, 256, {5, 3, 4}, torch::kUInt8)},
+      {"i64", torch::randint(-1000000000000LL, 1000000000000LL, {7}, torch::kInt64)},
+      {"f16", torch::randn({4, 2, 3, 3}).to(torch::kFloat16)},
+      {"f32", torch::randn({6, 5})},
+      {"f64", torch::randn({3}, torch::kFloat64)},
+  };
+  {
+    h5::File f = h5::File::Create(tmp / "t.h5");
+    for (auto& [name, t] : cases) WriteTensor(f, "group/" + name, t, {2, 4});
+  }
+  h5::File f = h5::File::Open(tmp / "t.h5");
+  for (auto& [name, t] : cases) {
+    torch::Tensor back = ReadTensor(f, "group/" + name);
+    INFO(name);
+    CHECK(back.scalar_type() == t.scalar_type());
+    CHECK(back.sizes() == t.sizes());
+    CHECK(torch::equal(back, t));
+  }
+  CHECK(f.List("group") == std::vector<std::string>{"f16", "f32", "f64", "i64", "u8"});
+}
+
+TEST_CASE("h5: row ranges are read and written without touching other rows", "[h5]") {
+  TempDir tmp;
+  torch::Tensor t = torch::arange(10 * 3 * 2, torch::kFloat32).reshape({10, 3, 2});
+  {
+    h5::File f = h5::File::Create(tmp / "r.h5");
+    f.CreateDataset("x", h5::DType::kFloat32, {10, 3, 2}, {1, 0});
+    WriteTensorRows(f, "x", 0, t.slice(0, 0, 4));
+    WriteTensorRows(f, "x", 4, t.slice(0, 4, 10));
+    CHECK_THROWS_WITH(WriteTensorRows(f, "x", 8, t.slice(0, 0, 4)), Catch::Contains("outside"));
+    CHECK_THROWS_WITH(WriteTensorRows(f, "x", 0, torch::zeros({2, 3, 3})),
+                      Catch::Contains("cannot write rows"));
+  }
+  h5::File f = h5::File::Open(tmp / "r.h5");
+  CHECK(torch::equal(ReadTensorRows(f, "x", 3, 4), t.slice(0, 3, 7)));
+  CHECK(torch::equal(ReadTensor(f, "x"), t));
+  // Conversion on read: float16 stored, float32 requested.
+  h5::File g = h5::File::Create(tmp / "h.h5");
+  torch::Tensor half = torch::tensor({0.5f, -2.0f, 1024.0f}).to(torch::kFloat16);
+  WriteTensor(g, "h", half);
+  std::vector<float> as_float(3);
+  g.Read("h", as_float.data(), h5::DType::kFloat32);
+  CHECK(as_float == std::vector<float>{0.5f, -2.0f, 1024.0f});
+}
+
+TEST_CASE("h5: attributes and strings", "[h5]") {
+  TempDir tmp;
+  {
+    h5::File f = h5::File::Create(tmp / "a.h5");
+    f.SetAttr("/", "s", "héllo");
+    f.SetAttr("/", "i", int64_t{-42});
+    f.SetAttr("/", "d", 2.5);
+    f.SetAttr("/", "v", std::vector<double>{1, 2, 3});
+    f.SetJsonAttr("/", "j", nlohmann::json{{"k", {1, 2}}});
+    f.WriteStrings("names", {"a", "", "T-shirt/top"});
+    std::vector<int64_t> x{1, 2};
+    f.Write("grp/x", h5::DType::kInt64, {2}, x.data());
+    f.SetAttr("grp/x", "unit", "count");
+    f.SetAttr("/", "s", "replaced");
+  }
+  h5::File f = h5::File::Open(tmp / "a.h5");
+  CHECK(f.GetStringAttr("/", "s") == "replaced");
+  CHECK(f.GetIntAttr("/", "i") == -42);
+  CHECK(f.GetDoubleAttr("/", "d") == 2.5);
+  CHECK(f.GetDoublesAttr("/", "v") == std::vector<double>{1, 2, 3});
+  CHECK(f.GetJsonAttr("/", "j")["k"][1] == 2);
+  CHECK(f.ReadStrings("names") == std::vector<std::string>{"a", "", "T-shirt/top"});
+  CHECK(f.GetStringAttr("grp/x", "unit") == "count");
+  CHECK(f.HasAttr("/", "i"));
+  CHECK_FALSE(f.HasAttr("/", "nope"));
+  CHECK(f.Exists("grp/x"));
+  CHECK_FALSE(f.Exists("grp/y"));
+  CHECK_FALSE(f.Exists("nope/y"));
+}
+
+TEST_CASE("h5: errors name the file and the object", "[h5]") {
+  TempDir tmp;
+  CHECK_THROWS_WITH(h5::File::Open(tmp / "missing.h5"), Catch::Contains("missing.h5: no such file"));
+  mlfd_test::WriteText(tmp / "junk.h5", "this is not hdf5");
+  CHECK_THROWS_WITH(h5::File::Open(tmp / "junk.h5"), Catch::Contains("not an HDF5 file"));
+  h5::File f = h5::File::Create(tmp / "e.h5");
+  CHECK_THROWS_WITH(ReadTensor(f, "absent/x"), Catch::Contains("e.h5:absent/x: no such dataset"));
+  CHECK_THROWS_WITH(f.GetStringAttr("/", "nokey"), Catch::Contains("missing attribute 'nokey'"));
+  std::vector<uint8_t> b(4);
+  f.Write("b", h5::DType::kUInt8, {4}, b.data());
+  CHECK_THROWS_WITH(f.ReadRows("b", 2, 5, b.data(), h5::DType::kUInt8), Catch::Contains("outside"));
+}
+
+TEST_CASE("h5: a truncated file is reported, not crashed on", "[h5]") {
+  TempDir tmp;
+  {
+    h5::File f = h5::File::Create(tmp / "full.h5");
+    WriteTensor(f, "x", torch::randn({2000, 64}), {100, 0});
+  }
+  std::string bytes = mlfd_test::ReadText(tmp / "full.h5");
+  mlfd_test::WriteText(tmp / "cut.h5", bytes.substr(0, bytes.size() / 2));
+  bool threw = false;
+  try {
+    h5::File f = h5::File::Open(tmp / "cut.h5");
+    ReadTensor(f, "x");
+  } catch (const Error& e) {
+    threw = true;
+    CHECK(std::string(e.what()).find("cut.h5") != std::string::npos);
+  }
+  CHECK(threw);
+}
+
+TEST_CASE("h5: atomic files appear only on commit", "[h5]") {
+  TempDir tmp;
+  std::string final_path = tmp / "out.h5";
+  {
+    h5::AtomicFile a(final_path);
+    h5::File f = h5::File::Create(a.temp_path());
+    f.SetAttr("/", "format", "x");
+    f.Close();
+    CHECK(mlfd_test::FileExists(a.temp_path()));
+    CHECK_FALSE(mlfd_test::FileExists(final_path));
+    // no Commit(): an exception or early return
+  }
+  CHECK_FALSE(mlfd_test::FileExists(final_path));
+  CHECK(std::filesystem::is_empty(tmp.path()));
+  {
+    h5::AtomicFile a(final_path);
+    h5::File f = h5::File::Create(a.temp_path());
+    f.SetAttr("/", "format", "x");
+    f.Close();
+    a.Commit();
+  }
+  CHECK(mlfd_test::FileExists(final_path));
+}
+
+TEST_CASE("h5: outputs never overwrite a user's file", "[h5]") {
+  TempDir tmp;
+  mlfd_test::WriteText(tmp / "notes.h5", "my notes");
+  CHECK_THROWS_WITH(h5::CheckOutputPath(tmp / "notes.h5", "mlfd.image_store"),
+                    Catch::Contains("refusing to overwrite"));
+  {
+    h5::File f = h5::File::Create(tmp / "other.h5");
+    f.SetAttr("/", "format", "mlfd.checkpoint");
+  }
+  CHECK_THROWS(h5::CheckOutputPath(tmp / "other.h5", "mlfd.image_store"));
+  {
+    h5::File f = h5::File::Create(tmp / "ours.h5");
+    f.SetAttr("/", "format", "mlfd.image_store");
+  }
+  CHECK_NOTHROW(h5::CheckOutputPath(tmp / "ours.h5", "mlfd.image_store"));
+  CHECK_NOTHROW(h5::CheckOutputPath(tmp / "new.h5", "mlfd.image_store"));
+  CHECK_THROWS_WITH(h5::CheckOutputPath(tmp / "nodir/new.h5", "mlfd.image_store"),
+                    Catch::Contains("does not exist"));
+}
+
+TEST_CASE("h5: h5py reads our float16, strings and attributes", "[h5][python]") {
+  TempDir tmp;
+  {
+    h5::File f = h5::File::Create(tmp / "p.h5");
+    WriteTensor(f, "h", torch::tensor({0.25f, -3.5f, 65504.0f}).to(torch::kFloat16));
+    f.WriteStrings("names", {"x", "y"});
+    f.SetAttr("/", "format", "test");
+    f.SetAttr("/", "v", std::vector<double>{0.5, 1.5});
+  }
+  auto r = mlfd_test::RunPython(tmp.path(),
+                                "import sys, h5py, numpy as np\n"
+                                "f = h5py.File(sys.argv[1], 'r')\n"
+                                "h = f['h'][()]\n"
+                                "assert h.dtype == np.float16, h.dtype\n"
+                                "assert list(h) == [0.25, -3.5, 65504.0], h\n"
+                                "names = [s.decode() if isinstance(s, bytes) else s for s in f['names'][()]]\n"
+                                "assert names == ['x', 'y'], names\n"
+                                "assert f.attrs['format'] == 'test'\n"
+                                "assert list(f.attrs['v']) == [0.5, 1.5]\n"
+                                "print('ok')\n",
+                                tmp / "p.h5");
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "ok\n");
+}

@@ -1,0 +1,71 @@
+// Test helpers.
+#include "test_util.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace mlfd_test {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/mlfd_test_XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+RunResult RunTool(const std::string& tool, const std::string& args) {
+  const char* bin = std::getenv("MLFD_BIN_DIR");
+  std::string dir = bin && *bin ? bin : MLFD_BIN_DIR;
+  return RunShell(dir + "/" + tool + " " + args);
+}
+
+RunResult RunPython(const std::string& dir, const std::string& code, const std::string& args) {
+  WriteText(dir + "/check.py", code);
+  return RunShell(SystemPython() + " " + dir + "/check.py " + args);
+}
+
+RunResult RunShell(const std::string& command) {
+  TempDir tmp;
+  std::string cmd = "(" + command + ") >" + tmp / "out" + " 2>" + tmp / "err" + " </dev/null";
+  int status = std::system(cmd.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = ReadText(tmp / "out");
+  r.err = ReadText(tmp / "err");
+  return r;
+}
+
+std::string SystemPython() { return FileExists("/usr/bin/python3") ? "/usr/bin/python3" : "python3"; }
+
+}  // namespace mlfd_test

@@ -1,0 +1,37 @@
+// Helpers shared by the tests: temporary directories, running stage binaries, reading files.
+#pragma once
+
+#include <string>
+
+namespace mlfd_test {
+
+// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int exit_code;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs a built stage binary (from MLFD_BIN_DIR) with a shell-quoted argument string.
+RunResult RunTool(const std::string& tool, const std::string& args);
+// Runs a shell command, capturing stdout and stderr.
+RunResult RunShell(const std::string& cmd);
+// Writes `code` to a file in `dir` and runs it with the system Python (h5py, numpy) and `args`.
+RunResult RunPython(const std::string& dir, const std::string& code, const std::string& args);
+bool FileExists(const std::string& path);
+std::string ReadText(const std::string& path);
+void WriteText(const std::string& path, const std::string& text);
+// The Debian python3 (with h5py/numpy/torch), not whatever python3 is first on PATH.
+std::string SystemPython();
+
+}  // namespace mlfd_test
