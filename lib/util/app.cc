@@ -65,6 +65,14 @@ std::vector<std::string> ConfigToTokens(const nlohmann::json& config, const std:
   return tokens;
 }
 
+void CommandLine::AddPositionalList(const std::string& name, std::vector<std::string>* target,
+                                    const std::string& help, int min_count) {
+  list_name_ = name;
+  list_help_ = help;
+  list_target_ = target;
+  list_min_ = min_count;
+}
+
 bool CommandLine::Parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) command_line_ += (i ? " " : "") + std::string(argv[i]);
 
@@ -83,6 +91,11 @@ bool CommandLine::Parse(int argc, char** argv) {
     hidden.add_options()(p.name.c_str(), po::value<std::string>(p.target), p.help.c_str());
     pos.add(p.name.c_str(), 1);
   }
+  if (list_target_) {
+    hidden.add_options()(list_name_.c_str(), po::value<std::vector<std::string>>(list_target_),
+                         list_help_.c_str());
+    pos.add(list_name_.c_str(), -1);
+  }
   po::options_description all;
   all.add(options_).add(common).add(hidden);
 
@@ -97,9 +110,10 @@ bool CommandLine::Parse(int argc, char** argv) {
   if (vm_.count("help")) {
     std::ostringstream os;
     os << info_.name << ": " << info_.purpose << "\n\nUsage: " << info_.usage << "\n";
-    if (!positionals_.empty()) {
+    if (!positionals_.empty() || list_target_) {
       os << "\nArguments:\n";
       for (auto& p : positionals_) os << "  <" << p.name << ">  " << p.help << "\n";
+      if (list_target_) os << "  <" << list_name_ << "...>  " << list_help_ << "\n";
     }
     os << "\nExample:\n  " << info_.example << "\n\n" << options_ << "\n" << common;
     std::cout << os.str();
@@ -140,6 +154,9 @@ bool CommandLine::Parse(int argc, char** argv) {
   for (auto& p : positionals_)
     if (p.required && !vm_.count(p.name))
       throw UsageError(Msg("missing argument <", p.name, ">; usage: ", info_.usage));
+  if (list_target_ && static_cast<int>(list_target_->size()) < list_min_)
+    throw UsageError(Msg("expected at least ", list_min_, " <", list_name_, "> argument(s); usage: ",
+                         info_.usage));
   if (threads_ < 0) throw UsageError("--threads: must be >= 0");
 
   SetVerbosity(verbosity_);

@@ -47,6 +47,9 @@ class CommandLine {
   // Declares a positional argument (in order); `required` ones must be present.
   void AddPositional(const std::string& name, std::string* target, const std::string& help,
                      bool required = true);
+  // Declares a final positional taking all remaining arguments (at least `min_count`).
+  void AddPositionalList(const std::string& name, std::vector<std::string>* target,
+                         const std::string& help, int min_count = 1);
 
   // Parses argv (and --config). Returns false when --help or --version was printed: the caller
   // returns 0. Throws UsageError on a bad command line. Sets verbosity and logs the command line.
@@ -70,6 +73,9 @@ class CommandLine {
     bool required;
   };
   std::vector<Positional> positionals_;
+  std::string list_name_, list_help_;
+  std::vector<std::string>* list_target_ = nullptr;
+  int list_min_ = 0;
   std::string command_line_;
   std::string config_path_;
   int verbosity_ = 1;
