@@ -1,0 +1,251 @@
+// Loader implementation: per-epoch plans, worker threads, in-order delivery with bounded prefetch.
+#include "data/loader.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <random>
+
+#include "util/error.h"
+
+namespace mlfd {
+
+namespace {
+uint64_t Mix(uint64_t x) {  // splitmix64 finaliser: decorrelates nearby seeds
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+uint64_t Seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+  return Mix(Mix(Mix(Mix(a) ^ b) ^ c) ^ d);
+}
+}  // namespace
+
+struct Loader::Plan {
+  int64_t epoch = 0;
+  // Per source: the rows in the order they are drawn, and where each batch's slice starts.
+  std::vector<std::vector<int64_t>> order;
+  std::vector<std::vector<int64_t>> begin;  // [source][step] -> offset; size steps + 1
+};
+
+Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
+    : sources_(std::move(sources)), opts_(std::move(options)) {
+  if (sources_.empty()) throw Error("loader: no data sources");
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const auto& src = sources_[s];
+    if (src.indices.empty()) throw Error(Msg(src.store->path(), ": no samples to load"));
+    if (src.batch_size < 1) throw Error("loader: batch size must be >= 1");
+    int oh = opts_.augment.out_size > 0 ? opts_.augment.out_size : src.store->height();
+    int ow = opts_.augment.out_size > 0 ? opts_.augment.out_size : src.store->width();
+    if (s == 0) {
+      channels_ = src.store->channels();
+      out_h_ = oh;
+      out_w_ = ow;
+    } else if (src.store->channels() != channels_ || oh != out_h_ || ow != out_w_) {
+      throw Error(Msg(src.store->path(), ": images are ", oh, "x", ow, "x", src.store->channels(),
+                      " after resizing but ", sources_[0].store->path(), " gives ", out_h_, "x",
+                      out_w_, "x", channels_, "; set the same --size for all datasets"));
+    }
+    if ((!src.mean.empty() && static_cast<int>(src.mean.size()) != src.store->channels()) ||
+        (!src.std.empty() && static_cast<int>(src.std.size()) != src.store->channels()))
+      throw Error(Msg(src.store->path(), ": normalisation needs ", src.store->channels(), " values per channel"));
+    int64_t n = static_cast<int64_t>(src.indices.size());
+    // With drop_last, a source smaller than one batch still gives one (cycled) batch.
+    int64_t st = opts_.drop_last ? std::max<int64_t>(1, n / src.batch_size)
+                                 : (n + src.batch_size - 1) / src.batch_size;
+    steps_ = std::max(steps_, st);
+  }
+  if (opts_.cache_in_memory) {
+    for (const auto& src : sources_) {
+      std::vector<int64_t> rows = src.indices;
+      std::sort(rows.begin(), rows.end());
+      rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+      std::vector<uint8_t> data(rows.size() * static_cast<size_t>(src.store->image_bytes()));
+      src.store->ReadIndices(rows, data.data());
+      std::vector<int64_t> slot(static_cast<size_t>(src.store->size()), -1);
+      for (size_t i = 0; i < rows.size(); ++i) slot[static_cast<size_t>(rows[i])] = static_cast<int64_t>(i);
+      cache_.push_back(std::move(data));
+      cache_slot_.push_back(std::move(slot));
+    }
+  }
+}
+
+Loader::~Loader() { Stop(); }
+
+int64_t Loader::samples_per_epoch() const {
+  auto plan_len = [&](size_t s) {
+    const auto& src = sources_[s];
+    int64_t n = static_cast<int64_t>(src.indices.size());
+    int64_t own = (n + src.batch_size - 1) / src.batch_size;
+    if (own == steps_ && !opts_.drop_last) return n;
+    return steps_ * src.batch_size;
+  };
+  int64_t total = 0;
+  for (size_t s = 0; s < sources_.size(); ++s) total += plan_len(s);
+  return total;
+}
+
+void Loader::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Loader::StartEpoch(int64_t epoch) {
+  Stop();
+  auto plan = std::make_shared<Plan>();
+  plan->epoch = epoch;
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const auto& src = sources_[s];
+    int64_t n = static_cast<int64_t>(src.indices.size());
+    int64_t own = (n + src.batch_size - 1) / src.batch_size;
+    // The longest source without drop_last ends on a partial batch; the others cycle to fill
+    // every step with a full share.
+    int64_t need = (own == steps_ && !opts_.drop_last) ? n : steps_ * src.batch_size;
+    std::vector<int64_t> order;
+    order.reserve(static_cast<size_t>(need));
+    for (uint64_t cycle = 0; static_cast<int64_t>(order.size()) < need; ++cycle) {
+      std::vector<int64_t> perm = src.indices;
+      if (opts_.shuffle) {
+        std::mt19937_64 rng(Seed(opts_.seed, static_cast<uint64_t>(epoch), s, cycle));
+        for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng() % i]);
+      }
+      for (int64_t r : perm) {
+        if (static_cast<int64_t>(order.size()) == need) break;
+        order.push_back(r);
+      }
+    }
+    std::vector<int64_t> begin(static_cast<size_t>(steps_ + 1));
+    for (int64_t k = 0; k <= steps_; ++k) begin[static_cast<size_t>(k)] = std::min(need, k * src.batch_size);
+    plan->order.push_back(std::move(order));
+    plan->begin.push_back(std::move(begin));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = false;
+    ready_.clear();
+    error_ = nullptr;
+    next_step_ = 0;
+    next_to_make_ = 0;
+    plan_ = plan;
+  }
+  int workers = std::max(1, opts_.workers);
+  for (int w = 0; w < workers; ++w) threads_.emplace_back([this, w, plan] { Work(w, plan); });
+}
+
+void Loader::Work(int /*worker*/, std::shared_ptr<Plan> plan) {
+  while (true) {
+    int64_t step;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] {
+        return stop_ || next_to_make_ >= steps_ || next_to_make_ < next_step_ + std::max(1, opts_.prefetch);
+      });
+      if (stop_ || next_to_make_ >= steps_) return;
+      step = next_to_make_++;
+    }
+    try {
+      Batch b = Assemble(*plan, step);
+      std::lock_guard<std::mutex> lock(mutex_);
+      ready_[step] = std::move(b);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      stop_ = true;
+    }
+    cv_.notify_all();
+  }
+}
+
+bool Loader::Next(Batch* batch) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!plan_) throw Error("loader: StartEpoch() was not called");
+  if (next_step_ >= steps_) return false;
+  cv_.wait(lock, [&] { return error_ || ready_.count(next_step_) > 0; });
+  if (error_) std::rethrow_exception(error_);
+  auto it = ready_.find(next_step_);
+  *batch = std::move(it->second);
+  ready_.erase(it);
+  ++next_step_;
+  lock.unlock();
+  cv_.notify_all();
+  return true;
+}
+
+cv::Mat Loader::Image(size_t source, int64_t row) const {
+  const auto& store = *sources_[source].store;
+  int type = CV_8UC(store.channels());
+  if (!cache_.empty()) {
+    int64_t slot = cache_slot_[source][static_cast<size_t>(row)];
+    return cv::Mat(store.height(), store.width(), type,
+                   const_cast<uint8_t*>(cache_[source].data() + slot * store.image_bytes()));
+  }
+  cv::Mat m(store.height(), store.width(), type);
+  std::lock_guard<std::mutex> lock(read_mutex_);
+  store.ReadRows(row, 1, m.data);
+  return m;
+}
+
+Batch Loader::Assemble(const Plan& plan, int64_t step) const {
+  int64_t n = 0;
+  for (size_t s = 0; s < sources_.size(); ++s)
+    n += plan.begin[s][static_cast<size_t>(step + 1)] - plan.begin[s][static_cast<size_t>(step)];
+  const int C = channels_, H = out_h_, W = out_w_;
+  torch::Tensor images = torch::empty({n, C, H, W}, torch::kFloat32);
+  torch::Tensor labels = torch::empty({n}, torch::kInt64);
+  torch::Tensor dataset = torch::empty({n}, torch::kInt64);
+  torch::Tensor indices = torch::empty({n}, torch::kInt64);
+  float* px = images.data_ptr<float>();
+  int64_t* lab = labels.data_ptr<int64_t>();
+  int64_t* ds = dataset.data_ptr<int64_t>();
+  int64_t* idx = indices.data_ptr<int64_t>();
+  int64_t k = 0;
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const auto& store = *sources_[s].store;
+    const auto& mean = sources_[s].mean.empty() ? store.mean() : sources_[s].mean;
+    const auto& stdv = sources_[s].std.empty() ? store.std() : sources_[s].std;
+    std::vector<float> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    for (int c = 0; c < C; ++c) {  // (x/255 - mean)/std = x*scale + shift
+      scale[static_cast<size_t>(c)] = static_cast<float>(1.0 / (255.0 * stdv[static_cast<size_t>(c)]));
+      shift[static_cast<size_t>(c)] = static_cast<float>(-mean[static_cast<size_t>(c)] / stdv[static_cast<size_t>(c)]);
+    }
+    for (int64_t p = plan.begin[s][static_cast<size_t>(step)]; p < plan.begin[s][static_cast<size_t>(step + 1)]; ++p, ++k) {
+      int64_t row = plan.order[s][static_cast<size_t>(p)];
+      cv::Mat img = Image(s, row);
+      cv::Mat out;
+      if (opts_.train_augment) {
+        std::mt19937_64 rng(Seed(opts_.seed ^ 0x5bd1e995ULL, static_cast<uint64_t>(plan.epoch), s,
+                                 static_cast<uint64_t>(p)));
+        out = Augment(img, opts_.augment, rng);
+      } else {
+        out = EvalTransform(img, opts_.augment);
+      }
+      if (out.rows != H || out.cols != W || out.channels() != C)
+        throw Error(Msg("loader: transform produced ", out.cols, "x", out.rows, "x", out.channels(),
+                        ", expected ", W, "x", H, "x", C));
+      float* dst = px + k * C * H * W;
+      const uint8_t* src = out.ptr<uint8_t>();
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x)
+          for (int c = 0; c < C; ++c)
+            dst[(c * H + y) * W + x] = src[(y * W + x) * C + c] * scale[static_cast<size_t>(c)] + shift[static_cast<size_t>(c)];
+      lab[k] = store.labels()[static_cast<size_t>(row)];
+      ds[k] = static_cast<int64_t>(s);
+      idx[k] = row;
+    }
+  }
+  Batch b;
+  b.images = images;
+  b.labels = labels;
+  b.dataset = dataset;
+  b.indices = indices;
+  b.step = step;
+  return b;
+}
+
+}  // namespace mlfd

@@ -1,0 +1,98 @@
+// Batches for training and evaluation: samples from one or several image stores, shuffled with a
+// fresh seeded permutation every epoch, augmented with OpenCV in worker threads (each sample's
+// randomness derives from (seed, epoch, position), so results do not depend on thread timing),
+// normalised with each store's mean/std and assembled into float N x C x H x W tensors, with a
+// bounded prefetch queue that keeps the training step fed.
+#pragma once
+
+#include <torch/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/augment.h"
+#include "data/image_store.h"
+
+namespace mlfd {
+
+struct Batch {
+  torch::Tensor images;    // float32 N x C x H x W, normalised
+  torch::Tensor labels;    // int64 N: class index within the sample's own dataset
+  torch::Tensor dataset;   // int64 N: which source (0..m-1) each sample comes from
+  torch::Tensor indices;   // int64 N: row in that source's image store
+  int64_t step = 0;        // batch number within the epoch
+};
+
+// One dataset's share of the batches.
+struct LoaderSource {
+  std::shared_ptr<const ImageStore> store;
+  std::vector<int64_t> indices;  // rows to draw from (e.g. the train split)
+  int64_t batch_size = 64;       // samples of this source per batch
+  // Normalisation to apply (per channel, [0,1] units); empty = the store's own mean/std. A model
+  // applied to another dataset's images normalises them as it was trained.
+  std::vector<double> mean, std;
+};
+
+struct LoaderOptions {
+  bool shuffle = true;
+  bool drop_last = false;  // drop a final incomplete batch (training)
+  AugmentConfig augment;   // augmentation (training) or just the resize (evaluation)
+  bool train_augment = true;  // false: EvalTransform only
+  uint64_t seed = 0;
+  int workers = 2;         // threads assembling batches
+  int prefetch = 4;        // batches ready ahead of the consumer
+  bool cache_in_memory = true;  // read the needed rows of each store into memory once
+};
+
+// Steps per epoch = the longest source's batch count; shorter sources cycle through fresh
+// permutations, so every step has samples of every source ("a batch from each dataset per step").
+class Loader {
+ public:
+  Loader(std::vector<LoaderSource> sources, LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  int64_t steps_per_epoch() const { return steps_; }
+  int64_t samples_per_epoch() const;
+  // Starts producing the batches of `epoch` (0-based); an unfinished previous epoch is abandoned.
+  void StartEpoch(int64_t epoch);
+  // Next batch of the current epoch; false at its end. Rethrows a worker's error.
+  bool Next(Batch* batch);
+  int channels() const { return channels_; }
+  int out_size() const { return out_h_; }
+
+ private:
+  struct Plan;  // per-epoch sample order
+  void Stop();
+  void Work(int worker, std::shared_ptr<Plan> plan);
+  Batch Assemble(const Plan& plan, int64_t step) const;
+  cv::Mat Image(size_t source, int64_t row) const;
+
+  std::vector<LoaderSource> sources_;
+  LoaderOptions opts_;
+  int64_t steps_ = 0;
+  int channels_ = 0, out_h_ = 0, out_w_ = 0;
+  std::vector<std::vector<uint8_t>> cache_;        // per source: cached rows
+  std::vector<std::vector<int64_t>> cache_slot_;   // per source: row -> slot in cache (-1 absent)
+  mutable std::mutex read_mutex_;                  // HDF5 reads are not thread-safe
+
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<int64_t, Batch> ready_;
+  std::exception_ptr error_;
+  int64_t next_step_ = 0;     // next step the consumer takes
+  int64_t next_to_make_ = 0;  // next step a worker claims
+  bool stop_ = false;
+  std::shared_ptr<Plan> plan_;
+};
+
+}  // namespace mlfd

@@ -1,0 +1,129 @@
+// evaluate implementation.
+#include "eval/evaluate.h"
+
+#include <sstream>
+
+#include "data/image_store.h"
+#include "eval/metrics.h"
+#include "eval/plot.h"
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "models/checkpoint.h"
+#include "util/app.h"
+#include "util/device.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+namespace mlfd {
+
+namespace po = boost::program_options;
+
+void EvaluateOptions::Register(po::options_description& d) {
+  d.add_options()("split", po::value(&split)->default_value(split), "split to evaluate")(
+      "dataset", po::value(&dataset), "dataset (head) to evaluate; default: the store's name")(
+      "out", po::value(&out), "write the metrics JSON here (atomically) as well as to stdout")(
+      "confusion-png", po::value(&confusion_png), "draw the confusion matrix to this PNG")(
+      "curves-png", po::value(&curves_png), "draw the training curves (from the metrics file) to this PNG")(
+      "logits-out", po::value(&logits_out), "write the split's logits (HDF5: logits, labels, indices)")(
+      "metrics-file", po::value(&metrics_file), "per-epoch metrics (default <checkpoint stem>.metrics.jsonl)")(
+      "device", po::value(&device)->default_value(device), "auto | cpu | cuda[:i]")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "images per forward pass")(
+      "workers", po::value(&workers)->default_value(workers), "loader threads");
+}
+
+void EvaluateOptions::Check() const {
+  OptionChecker c;
+  c.Require(!split.empty(), "split", "must not be empty");
+  c.Require(batch_size >= 1, "batch-size", "must be >= 1");
+  c.Require(workers >= 1, "workers", "must be >= 1");
+  c.Throw();
+}
+
+namespace {
+void PlotCurves(const std::string& metrics_path, const std::string& png, const std::string& title) {
+  std::istringstream in(ReadTextFile(metrics_path));
+  std::string line;
+  Series train_loss{"train loss", {}, {}}, train_acc{"train acc", {}, {}}, val_acc{"val (selection metric)", {}, {}};
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("epoch")) throw Error(Msg(metrics_path, ": malformed metrics line"));
+    double e = j["epoch"].get<double>();
+    if (j.contains("train_loss")) train_loss.x.push_back(e), train_loss.y.push_back(j["train_loss"].get<double>());
+    if (j.contains("train_acc")) train_acc.x.push_back(e), train_acc.y.push_back(j["train_acc"].get<double>());
+    if (j.contains("val_metric")) val_acc.x.push_back(e), val_acc.y.push_back(j["val_metric"].get<double>());
+  }
+  if (train_loss.x.empty()) throw Error(Msg(metrics_path, ": no epochs recorded"));
+  std::string stem = StripExtension(png);
+  PlotLines({train_acc, val_acc}, title + ": accuracy", "epoch", "top-1", png);
+  PlotLines({train_loss}, title + ": training loss", "epoch", "loss", stem + ".loss.png");
+}
+}  // namespace
+
+nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_path,
+                        const EvaluateOptions& opts, const nlohmann::json& provenance) {
+  torch::Device device = ParseDevice(opts.device);
+  LoadedCheckpoint ck = LoadCheckpoint(checkpoint);
+  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
+  std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
+  const HeadInfo& info = ck.meta.Dataset(ds, checkpoint);
+  if (store->channels() != info.channels)
+    throw Error(Msg(store_path, ": images have ", store->channels(), " channel(s) but ", checkpoint,
+                    " was trained on ", info.channels));
+  if (store->class_names() != info.class_names)
+    throw Error(Msg(store_path, ": its ", store->num_classes(), " classes differ from the ",
+                    info.class_names.size(), " classes of ", checkpoint, "'s head for '", ds, "'"));
+  if (!info.store_sha256.empty() && info.store_sha256 != store->Fingerprint())
+    MLOG(WARNING) << store_path << " is not the store " << checkpoint
+                  << " was trained on (fingerprints differ); its splits may overlap the training data";
+  AugmentConfig eval;
+  eval.out_size = (info.height == store->height() && info.width == store->width()) ? 0 : info.height;
+  Predictions p = Predict(ck.net, info, store, store->split(opts.split), eval, device, opts.batch_size,
+                          opts.workers);
+  ClassificationMetrics m = ComputeMetrics(p.logits, p.labels, store->num_classes());
+  nlohmann::json j = {{"checkpoint", checkpoint},
+                      {"checkpoint_sha256", ck.sha256},
+                      {"kind", ck.meta.kind},
+                      {"arch", ck.meta.model.arch},
+                      {"model", ck.meta.model.ToJson()},
+                      {"epoch", ck.meta.epoch},
+                      {"training", ck.meta.metrics},
+                      {"store", store_path},
+                      {"store_sha256", store->Fingerprint()},
+                      {"dataset", ds},
+                      {"split", opts.split},
+                      {"metrics", m.ToJson(store->class_names())},
+                      {"provenance", provenance}};
+  if (!opts.confusion_png.empty())
+    PlotConfusionMatrix(m.confusion, store->class_names(),
+                        Msg(ds, " ", opts.split, ": ", ck.meta.kind, " ", ck.meta.model.arch, ", top-1 ",
+                            static_cast<int>(m.top1 * 10000) / 100.0, "%"),
+                        opts.confusion_png);
+  if (!opts.curves_png.empty()) {
+    std::string mf = opts.metrics_file.empty() ? StripExtension(checkpoint) + ".metrics.jsonl" : opts.metrics_file;
+    PlotCurves(mf, opts.curves_png, Msg(ck.meta.kind, " ", ck.meta.model.arch));
+  }
+  if (!opts.logits_out.empty()) {
+    h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
+    h5::AtomicFile atomic(opts.logits_out);
+    h5::File f = h5::File::Create(atomic.temp_path());
+    f.SetAttr("/", "format", "mlfd.logits");
+    f.SetAttr("/", "checkpoint_sha256", ck.sha256);
+    f.SetAttr("/", "store_sha256", store->Fingerprint());
+    f.SetAttr("/", "split", opts.split);
+    WriteTensor(f, "logits", p.logits);
+    WriteTensor(f, "labels", p.labels);
+    const auto& rows = store->split(opts.split);
+    f.Write("indices", h5::DType::kInt64, {static_cast<int64_t>(rows.size())}, rows.data());
+    f.SetJsonAttr("/", "provenance", provenance);
+    f.Close();
+    atomic.Commit();
+  }
+  if (!opts.out.empty()) WriteTextAtomic(opts.out, j.dump(2) + "\n");
+  MLOG(INFO) << ds << " " << opts.split << ": top-1 " << m.top1 << ", top-5 " << m.top5 << ", NLL "
+             << m.nll << ", ECE " << m.ece << " (" << m.count << " images)";
+  return j;
+}
+
+}  // namespace mlfd

@@ -1,0 +1,30 @@
+// evaluate: metrics of any checkpoint this project writes on one split of an image store (the
+// head for the store's dataset is chosen automatically), as JSON, plus a confusion-matrix PNG and
+// training-curve PNGs from the run's metrics file.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace mlfd {
+
+struct EvaluateOptions {
+  std::string split = "test";
+  std::string dataset;          // head to use; default: the store's dataset name
+  std::string out;              // metrics JSON file (default: stdout only)
+  std::string confusion_png;    // confusion matrix plot
+  std::string curves_png;       // training curves (loss and accuracy per epoch)
+  std::string logits_out;       // HDF5 with the split's logits, labels and store rows
+  std::string metrics_file;     // per-epoch metrics; default <checkpoint stem>.metrics.jsonl
+  std::string device = "auto";
+  int64_t batch_size = 256;
+  int workers = 2;
+  void Register(boost::program_options::options_description& d);
+  void Check() const;
+};
+
+nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store,
+                        const EvaluateOptions& opts, const nlohmann::json& provenance);
+
+}  // namespace mlfd

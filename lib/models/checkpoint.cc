@@ -1,0 +1,165 @@
+// Checkpoint writing and strict loading.
+#include "models/checkpoint.h"
+
+#include <map>
+#include <set>
+
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "util/error.h"
+#include "util/json_view.h"
+#include "util/provenance.h"
+#include "util/sha256.h"
+
+namespace mlfd {
+
+nlohmann::json HeadInfo::ToJson() const {
+  return {{"dataset", dataset},   {"class_names", class_names}, {"mean", mean},
+          {"std", std},           {"height", height},           {"width", width},
+          {"channels", channels}, {"store_sha256", store_sha256}, {"label_offset", label_offset},
+          {"head", head}};
+}
+
+HeadInfo HeadInfo::FromJson(const nlohmann::json& j, const std::string& where) {
+  JsonView v(j, where);
+  HeadInfo h;
+  h.dataset = v.Str("dataset");
+  h.class_names = v.Strs("class_names");
+  h.mean = v.Nums("mean");
+  h.std = v.Nums("std");
+  h.height = static_cast<int>(v.Int("height"));
+  h.width = static_cast<int>(v.Int("width"));
+  h.channels = static_cast<int>(v.Int("channels"));
+  h.store_sha256 = v.Str("store_sha256", "");
+  h.label_offset = v.Int("label_offset", 0);
+  h.head = static_cast<int>(v.Int("head", 0));
+  return h;
+}
+
+const HeadInfo& CheckpointMeta::Dataset(const std::string& name, const std::string& path) const {
+  for (const auto& d : datasets)
+    if (d.dataset == name) return d;
+  std::string list;
+  for (const auto& d : datasets) list += (list.empty() ? "" : ", ") + d.dataset;
+  throw Error(Msg(path, ": the model has no head for dataset '", name, "' (it predicts: ", list, ")"));
+}
+
+namespace {
+// Parameters then buffers, by dotted name.
+std::map<std::string, torch::Tensor> NamedState(torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value();
+  for (const auto& b : m.named_buffers(true)) out[b.key()] = b.value();
+  return out;
+}
+}  // namespace
+
+void WriteModelState(h5::File& f, const std::string& group, torch::nn::Module& module) {
+  for (const auto& [name, t] : NamedState(module)) WriteTensor(f, group + "/" + name, t);
+}
+
+void ReadModelStateStrict(const h5::File& f, const std::string& group, torch::nn::Module& module) {
+  auto state = NamedState(module);
+  std::vector<std::string> problems;
+  std::set<std::string> stored;
+  if (f.Exists(group))
+    for (const auto& n : f.List(group)) stored.insert(n);
+  for (const auto& [name, t] : state) {
+    if (!stored.count(name)) {
+      problems.push_back(Msg("missing ", name, " (model expects ", h5::ShapeStr(t.sizes().vec()), ")"));
+      continue;
+    }
+    h5::DatasetInfo info = f.Info(group + "/" + name);
+    if (info.shape != t.sizes().vec())
+      problems.push_back(Msg("mis-shaped ", name, ": checkpoint ", h5::ShapeStr(info.shape), ", model ",
+                             h5::ShapeStr(t.sizes().vec())));
+  }
+  for (const auto& n : stored)
+    if (!state.count(n)) problems.push_back(Msg("unexpected ", n));
+  if (!problems.empty()) {
+    std::string all;
+    for (size_t i = 0; i < problems.size() && i < 30; ++i) all += "\n  " + problems[i];
+    if (problems.size() > 30) all += Msg("\n  ... and ", problems.size() - 30, " more");
+    throw Error(Msg(f.path(), ":", group, ": checkpoint does not match the model (", problems.size(),
+                    " problem(s)):", all));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : state) {
+    torch::Tensor v = ReadTensor(f, group + "/" + name);
+    t.copy_(v.to(t.scalar_type()));
+  }
+}
+
+void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const CheckpointMeta& meta,
+                    const TrainState* state, const Provenance& provenance) {
+  h5::CheckOutputPath(path, kCheckpointFormat);
+  h5::AtomicFile atomic(path);
+  h5::File f = h5::File::Create(atomic.temp_path());
+  f.SetAttr("/", "format", kCheckpointFormat);
+  f.SetAttr("/", "format_version", static_cast<int64_t>(kCheckpointVersion));
+  f.SetAttr("/", "kind", meta.kind);
+  f.SetJsonAttr("/", "model", meta.model.ToJson());
+  nlohmann::json ds = nlohmann::json::array();
+  for (const auto& d : meta.datasets) ds.push_back(d.ToJson());
+  f.SetJsonAttr("/", "datasets", ds);
+  f.SetAttr("/", "epoch", meta.epoch);
+  f.SetJsonAttr("/", "metrics", meta.metrics);
+  // Class names also as plain string datasets, for h5ls/h5py readers.
+  for (const auto& d : meta.datasets) f.WriteStrings("class_names/" + d.dataset, d.class_names);
+  WriteModelState(f, "state", net);
+  if (state) {
+    const auto& o = state->optimizer_archive;
+    f.Write("train_state/optimizer", h5::DType::kUInt8, {static_cast<int64_t>(o.size())}, o.data());
+    const auto& r = state->torch_rng_state;
+    f.Write("train_state/torch_rng", h5::DType::kUInt8, {static_cast<int64_t>(r.size())}, r.data());
+    f.SetAttr("train_state", "global_step", state->global_step);
+    f.SetAttr("train_state", "best_metric", state->best_metric);
+    f.SetAttr("train_state", "best_epoch", state->best_epoch);
+    f.SetJsonAttr("train_state", "extra", state->extra);
+  }
+  WriteProvenance(f, provenance);
+  f.Close();
+  atomic.Commit();
+}
+
+CheckpointMeta ReadCheckpointMeta(const h5::File& f) {
+  if (!f.HasAttr("/", "format") || f.GetStringAttr("/", "format") != kCheckpointFormat)
+    throw Error(Msg(f.path(), ": not a checkpoint (no format=\"", kCheckpointFormat, "\" attribute)"));
+  int64_t version = f.GetIntAttr("/", "format_version");
+  if (version != kCheckpointVersion)
+    throw Error(Msg(f.path(), ": checkpoint format version ", version, ", this tool reads ",
+                    kCheckpointVersion));
+  CheckpointMeta m;
+  m.kind = f.GetStringAttr("/", "kind");
+  m.model = ModelConfig::FromJson(f.GetJsonAttr("/", "model"), f.path() + ": model");
+  auto ds = f.GetJsonAttr("/", "datasets");
+  for (size_t i = 0; i < ds.size(); ++i)
+    m.datasets.push_back(HeadInfo::FromJson(ds[i], Msg(f.path(), ": datasets[", i, "]")));
+  m.epoch = f.GetIntAttr("/", "epoch");
+  m.metrics = f.GetJsonAttr("/", "metrics");
+  return m;
+}
+
+LoadedCheckpoint LoadCheckpoint(const std::string& path, bool with_train_state) {
+  LoadedCheckpoint out;
+  h5::File f = h5::File::Open(path);
+  out.meta = ReadCheckpointMeta(f);
+  out.net = BuildModel(out.meta.model);
+  ReadModelStateStrict(f, "state", *out.net);
+  if (with_train_state && f.Exists("train_state")) {
+    out.has_train_state = true;
+    auto o = f.ReadVector<uint8_t>("train_state/optimizer");
+    out.state.optimizer_archive.assign(o.begin(), o.end());
+    auto r = f.ReadVector<uint8_t>("train_state/torch_rng");
+    out.state.torch_rng_state.assign(r.begin(), r.end());
+    out.state.global_step = f.GetIntAttr("train_state", "global_step");
+    out.state.best_metric = f.GetDoubleAttr("train_state", "best_metric");
+    out.state.best_epoch = f.GetIntAttr("train_state", "best_epoch");
+    out.state.extra = f.GetJsonAttr("train_state", "extra");
+  }
+  f.Close();
+  out.sha256 = Sha256File(path);
+  return out;
+}
+
+}  // namespace mlfd

@@ -1,0 +1,172 @@
+// ModelConfig (JSON), the shared NetImpl logic (levels, head, features) and the model factory.
+#include "models/model.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "models/zoo.h"
+#include "util/error.h"
+#include "util/json_view.h"
+
+namespace mlfd {
+
+std::vector<std::string> ArchNames() {
+  return {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"};
+}
+
+nlohmann::json ModelConfig::ToJson() const {
+  return {{"arch", arch},           {"in_channels", in_channels}, {"head_classes", head_classes},
+          {"head_names", head_names}, {"small_stem", small_stem}, {"width", width},
+          {"embed_dim", embed_dim}, {"dropout", dropout},         {"drop_path", drop_path}};
+}
+
+ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& where) {
+  JsonView v(j, where);
+  v.AllowOnly({"arch", "in_channels", "head_classes", "head_names", "small_stem", "width", "embed_dim",
+               "dropout", "drop_path"});
+  ModelConfig c;
+  c.arch = v.Str("arch");
+  c.in_channels = static_cast<int>(v.Int("in_channels"));
+  c.head_classes.clear();
+  for (double x : v.Nums("head_classes")) c.head_classes.push_back(static_cast<int>(x));
+  c.head_names = v.Has("head_names") ? v.Strs("head_names") : std::vector<std::string>{};
+  c.small_stem = v.Bool("small_stem", false);
+  c.width = v.Num("width", 1.0);
+  c.embed_dim = static_cast<int>(v.Int("embed_dim", 0));
+  c.dropout = v.Num("dropout", 0.0);
+  c.drop_path = v.Num("drop_path", 0.0);
+  try {
+    c.Check();
+  } catch (const Error& e) {
+    throw Error(Msg(where, ": ", e.what()));
+  }
+  return c;
+}
+
+void ModelConfig::Check() const {
+  std::vector<std::string> p;
+  auto archs = ArchNames();
+  if (std::find(archs.begin(), archs.end(), arch) == archs.end())
+    p.push_back("unknown architecture '" + arch + "' (valid: " +
+                std::accumulate(archs.begin() + 1, archs.end(), archs[0],
+                                [](std::string a, const std::string& b) { return a + ", " + b; }) + ")");
+  if (in_channels != 1 && in_channels != 3) p.push_back(Msg("in_channels must be 1 or 3, not ", in_channels));
+  if (head_classes.empty()) p.push_back("at least one head is needed");
+  for (int k : head_classes)
+    if (k < 1) p.push_back(Msg("a head needs >= 1 class, not ", k));
+  if (!head_names.empty() && head_names.size() != head_classes.size())
+    p.push_back("head_names must name every head");
+  if (!(width > 0 && width <= 4)) p.push_back("width must be in (0, 4]");
+  if (embed_dim < 0) p.push_back("embed_dim must be >= 0");
+  if (!(dropout >= 0 && dropout < 1)) p.push_back("dropout must be in [0, 1)");
+  if (!(drop_path >= 0 && drop_path < 1)) p.push_back("drop_path must be in [0, 1)");
+  if (!p.empty()) {
+    std::string all;
+    for (auto& s : p) all += (all.empty() ? "" : "; ") + s;
+    throw UsageError("model: " + all);
+  }
+}
+
+std::vector<std::string> NetImpl::LevelNames() const {
+  std::vector<std::string> l = MapLevels();
+  l.push_back("pool");
+  if (has_embed_) l.push_back("embed");
+  l.push_back("logits");
+  return l;
+}
+
+std::map<std::string, int> NetImpl::LevelChannels() const {
+  auto m = MapChannels();
+  m["pool"] = feature_dim_;
+  if (has_embed_) m["embed"] = config_.embed_dim;
+  return m;
+}
+
+void NetImpl::BuildHead(int feature_dim, const std::string& single_head_name) {
+  feature_dim_ = feature_dim;
+  has_embed_ = config_.embed_dim > 0 && config_.embed_dim != feature_dim;
+  int e = has_embed_ ? config_.embed_dim : feature_dim;
+  if (has_embed_) embed_ = register_module("embed", torch::nn::Linear(feature_dim, e));
+  dropout_ = torch::nn::Dropout(config_.dropout);
+  if (config_.head_classes.size() == 1) {
+    torch::nn::Linear fc(e, config_.head_classes[0]);
+    auto dot = single_head_name.find('.');
+    if (dot == std::string::npos) {
+      register_module(single_head_name, fc);
+    } else {  // e.g. EfficientNet's "classifier.1": Sequential(Dropout, Linear)
+      torch::nn::Sequential seq(torch::nn::Dropout(config_.dropout), fc);
+      register_module(single_head_name.substr(0, dot), seq);
+    }
+    heads_.push_back(fc);
+  } else {
+    torch::nn::ModuleList list;
+    for (int k : config_.head_classes) {
+      torch::nn::Linear fc(e, k);
+      list->push_back(fc);
+      heads_.push_back(fc);
+    }
+    register_module("heads", list);
+  }
+  // torchvision-style init for the linear layers we add: default uniform for the head; the embed
+  // layer too (LibTorch's Linear default = PyTorch's).
+}
+
+torch::Tensor NetImpl::Features(const torch::Tensor& x) {
+  torch::Tensor f = RunBackbone(x, {}, "", nullptr);
+  f = torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
+  if (has_embed_) f = embed_->forward(f);
+  return f;
+}
+
+torch::Tensor NetImpl::Head(const torch::Tensor& features, int head) {
+  if (head < 0 || head >= num_heads()) throw Error(Msg("model has ", num_heads(), " head(s); no head ", head));
+  return heads_[static_cast<size_t>(head)]->forward(dropout_->forward(features));
+}
+
+torch::Tensor NetImpl::forward(const torch::Tensor& x, int head) { return Head(Features(x), head); }
+
+LevelMap NetImpl::Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head) {
+  const auto maps = MapLevels();
+  const auto all = LevelNames();
+  bool need_full = false;
+  int deepest = -1;
+  std::vector<std::string> want_maps;
+  for (const auto& l : levels) {
+    if (std::find(all.begin(), all.end(), l) == all.end()) {
+      std::string list;
+      for (const auto& n : all) list += (list.empty() ? "" : ", ") + n;
+      throw Error(Msg("unknown level '", l, "' for ", config_.arch, " (valid: ", list, ")"));
+    }
+    auto it = std::find(maps.begin(), maps.end(), l);
+    if (it == maps.end()) {
+      need_full = true;
+    } else {
+      deepest = std::max(deepest, static_cast<int>(it - maps.begin()));
+      want_maps.push_back(l);
+    }
+  }
+  LevelMap out;
+  std::string last = need_full || deepest < 0 ? "" : maps[static_cast<size_t>(deepest)];
+  torch::Tensor f = RunBackbone(x, want_maps, last, &out);
+  if (!need_full) return out;
+  torch::Tensor pooled = torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
+  out["pool"] = pooled;
+  torch::Tensor feat = pooled;
+  if (has_embed_) {
+    feat = embed_->forward(pooled);
+    out["embed"] = feat;
+  }
+  if (std::find(levels.begin(), levels.end(), "logits") != levels.end()) out["logits"] = Head(feat, head);
+  for (auto it = out.begin(); it != out.end();)  // return exactly what was asked for
+    it = std::find(levels.begin(), levels.end(), it->first) == levels.end() ? out.erase(it) : std::next(it);
+  return out;
+}
+
+Net BuildModel(const ModelConfig& config) {
+  config.Check();
+  if (config.arch.rfind("resnet", 0) == 0) return Net(MakeResNet(config));
+  if (config.arch == "efficientnet_b0") return Net(MakeEfficientNetB0(config));
+  return Net(MakeSEResNeXt26t(config));
+}
+
+}  // namespace mlfd

@@ -1,0 +1,91 @@
+// The model zoo: backbones with named feature levels and the MLFD classifier head
+// (pool -> optional Linear F->E "embed", identity activation -> Linear E->C per head).
+// Parameter and buffer names follow torchvision (ResNet, EfficientNet-B0) and timm
+// (SE-ResNeXt-26t-32x4d), because the names are the checkpoint format: weights move between
+// PyTorch and this tool with h5py (tools/torch_to_h5.py, tools/h5_to_torch.py).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mlfd {
+
+// Fully describes a network; stored as JSON in every checkpoint so any stage rebuilds the model
+// from the checkpoint alone.
+struct ModelConfig {
+  std::string arch = "resnet18";   // see ArchNames()
+  int in_channels = 3;             // 1 or 3
+  std::vector<int> head_classes{10};  // classes per head (one head, or one per dataset)
+  std::vector<std::string> head_names;  // dataset name of each head (may be empty)
+  bool small_stem = false;  // 3x3 stride-1 stem conv, no max-pool (28-64 px inputs)
+  double width = 1.0;       // channel multiplier (tiny test/demo models)
+  int embed_dim = 2048;     // MLFD dense "embed" level size; 0 = none; skipped when == feature dim
+  double dropout = 0.0;     // before the head(s)
+  double drop_path = 0.0;   // stochastic depth rate (linearly increasing over blocks)
+
+  nlohmann::json ToJson() const;
+  // Validates every key (unknown arch lists the valid ones); `where` prefixes error messages.
+  static ModelConfig FromJson(const nlohmann::json& j, const std::string& where);
+  void Check() const;  // throws UsageError listing every invalid value
+};
+
+std::vector<std::string> ArchNames();
+
+using LevelMap = std::map<std::string, torch::Tensor>;
+
+class NetImpl : public torch::nn::Module {
+ public:
+  virtual ~NetImpl() = default;
+  const ModelConfig& config() const { return config_; }
+
+  // Every level in forward order: backbone maps (e.g. "stem", "layer1".."layer4" for ResNets,
+  // "stem", "stage1".."stage7", "head_conv" for EfficientNet), then "pool" (N x F), "embed"
+  // (N x E, only if the model has one) and "logits".
+  std::vector<std::string> LevelNames() const;
+  // Runs the network and returns the requested levels (computing only as far as needed);
+  // "logits" are those of head `head`. An unknown name throws Error listing the valid names.
+  LevelMap Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head = 0);
+  // Logits of head `head`.
+  torch::Tensor forward(const torch::Tensor& x, int head = 0);
+  // Backbone + pool + embed: the vector every head reads (N x E, or N x F without embed).
+  torch::Tensor Features(const torch::Tensor& x);
+  // Applies dropout (in training) and head `head` to Features() output.
+  torch::Tensor Head(const torch::Tensor& features, int head);
+
+  int num_heads() const { return static_cast<int>(config_.head_classes.size()); }
+  int feature_dim() const { return feature_dim_; }   // F: channels after the backbone
+  int embed_dim() const { return has_embed_ ? config_.embed_dim : 0; }
+  // Output channels of each backbone map level (for adaptors and regressors).
+  std::map<std::string, int> LevelChannels() const;
+
+ protected:
+  explicit NetImpl(ModelConfig config) : config_(std::move(config)) {}
+  // Backbone map levels in forward order.
+  virtual std::vector<std::string> MapLevels() const = 0;
+  virtual std::map<std::string, int> MapChannels() const = 0;
+  // Runs the backbone up to (and including) map level `last`, storing in `out` every map level
+  // named in `want`. Returns the output of `last` (the final map when `last` is empty).
+  virtual torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
+                                    const std::string& last, LevelMap* out) = 0;
+  // Registers the embed layer and the head(s) under the architecture's names: called at the end of
+  // every subclass constructor, once feature_dim_ is known. Single head: "fc" (ResNet, timm) or
+  // "classifier.1" (EfficientNet, `head_name`); several heads: "heads.<i>".
+  void BuildHead(int feature_dim, const std::string& single_head_name);
+
+  ModelConfig config_;
+  int feature_dim_ = 0;
+  bool has_embed_ = false;
+  torch::nn::Linear embed_{nullptr};
+  std::vector<torch::nn::Linear> heads_;
+  torch::nn::Dropout dropout_{nullptr};
+};
+TORCH_MODULE(Net);
+
+// Builds a randomly initialised network (torchvision's init schemes) for the config.
+Net BuildModel(const ModelConfig& config);
+
+}  // namespace mlfd

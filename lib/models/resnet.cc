@@ -1,0 +1,143 @@
+// ResNet-18/34/50 with torchvision's module structure and parameter names (conv1, bn1,
+// layer1.0.conv1, ..., layer1.0.downsample.0, fc), plus the options of this project: small-image
+// stem (3x3 stride-1 conv1, no max-pool), width multiplier, 1 or 3 input channels, drop-path.
+// Levels: "stem" (after the max-pool; after relu with the small stem), "layer1".."layer4".
+#include <cmath>
+
+#include "models/zoo.h"
+#include "util/error.h"
+
+namespace mlfd {
+
+torch::Tensor DropPath(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0) return x;
+  torch::Tensor keep = torch::empty({x.size(0), 1, 1, 1}, x.options()).bernoulli_(1 - p);
+  return x * keep / (1 - p);
+}
+
+int Scaled(int channels, double width) {
+  return std::max(4, static_cast<int>(std::lround(channels * width)));
+}
+
+torch::nn::Conv2d Conv(int in, int out, int k, int stride, int pad, int groups, bool bias) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups).bias(bias));
+}
+
+void InitConvBn(torch::nn::Module& root) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : root.modules(/*include_self=*/false)) {
+    if (auto* c = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+      if (c->options.bias()) c->bias.zero_();
+    } else if (auto* b = m->as<torch::nn::BatchNorm2d>()) {
+      b->weight.fill_(1.0);
+      b->bias.zero_();
+    }
+  }
+}
+
+namespace {
+
+// BasicBlock (expansion 1) and Bottleneck (expansion 4, stride on the 3x3 conv as torchvision).
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int inplanes, int planes, int stride, bool bottleneck, double drop_path)
+      : bottleneck(bottleneck), drop_path(drop_path) {
+    int out = bottleneck ? planes * 4 : planes;
+    if (bottleneck) {
+      conv1 = register_module("conv1", Conv(inplanes, planes, 1));
+      bn1 = register_module("bn1", torch::nn::BatchNorm2d(planes));
+      conv2 = register_module("conv2", Conv(planes, planes, 3, stride, 1));
+      bn2 = register_module("bn2", torch::nn::BatchNorm2d(planes));
+      conv3 = register_module("conv3", Conv(planes, out, 1));
+      bn3 = register_module("bn3", torch::nn::BatchNorm2d(out));
+    } else {
+      conv1 = register_module("conv1", Conv(inplanes, planes, 3, stride, 1));
+      bn1 = register_module("bn1", torch::nn::BatchNorm2d(planes));
+      conv2 = register_module("conv2", Conv(planes, planes, 3, 1, 1));
+      bn2 = register_module("bn2", torch::nn::BatchNorm2d(planes));
+    }
+    if (stride != 1 || inplanes != out)
+      downsample = register_module("downsample", torch::nn::Sequential(Conv(inplanes, out, 1, stride),
+                                                                      torch::nn::BatchNorm2d(out)));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor y = torch::relu(bn1(conv1(x)));
+    y = bn2(conv2(y));
+    if (bottleneck) y = bn3(conv3(torch::relu(y)));
+    torch::Tensor identity = downsample ? downsample->forward(x) : x;
+    return torch::relu(DropPath(y, drop_path, is_training()) + identity);
+  }
+  bool bottleneck;
+  double drop_path;
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(Block);
+
+class ResNetImpl : public NetImpl {
+ public:
+  explicit ResNetImpl(const ModelConfig& c) : NetImpl(c) {
+    std::vector<int> depth;
+    bool bottleneck = false;
+    if (c.arch == "resnet18") depth = {2, 2, 2, 2};
+    else if (c.arch == "resnet34") depth = {3, 4, 6, 3};
+    else if (c.arch == "resnet50") depth = {3, 4, 6, 3}, bottleneck = true;
+    else throw Error("ResNet: unknown arch " + c.arch);
+    const int expansion = bottleneck ? 4 : 1;
+    int inplanes = Scaled(64, c.width);
+    conv1_ = register_module("conv1", c.small_stem ? Conv(c.in_channels, inplanes, 3, 1, 1)
+                                                   : Conv(c.in_channels, inplanes, 7, 2, 3));
+    bn1_ = register_module("bn1", torch::nn::BatchNorm2d(inplanes));
+    channels_["stem"] = inplanes;
+    const int total = depth[0] + depth[1] + depth[2] + depth[3];
+    int index = 0;
+    for (int s = 0; s < 4; ++s) {
+      int planes = Scaled(64 << s, c.width);
+      torch::nn::Sequential layer;
+      for (int b = 0; b < depth[static_cast<size_t>(s)]; ++b) {
+        double dp = total > 1 ? c.drop_path * index / (total - 1) : 0.0;
+        layer->push_back(Block(inplanes, planes, b == 0 && s > 0 ? 2 : 1, bottleneck, dp));
+        inplanes = planes * expansion;
+        ++index;
+      }
+      std::string name = "layer" + std::to_string(s + 1);
+      layers_.push_back(register_module(name, layer));
+      channels_[name] = inplanes;
+    }
+    InitConvBn(*this);
+    BuildHead(inplanes, "fc");
+  }
+
+ protected:
+  std::vector<std::string> MapLevels() const override { return {"stem", "layer1", "layer2", "layer3", "layer4"}; }
+  std::map<std::string, int> MapChannels() const override { return channels_; }
+  torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
+                            const std::string& last, LevelMap* out) override {
+    auto keep = [&](const std::string& name, const torch::Tensor& t) {
+      if (out && std::find(want.begin(), want.end(), name) != want.end()) (*out)[name] = t;
+      return name == last;
+    };
+    torch::Tensor y = torch::relu(bn1_(conv1_(x)));
+    if (!config_.small_stem) y = torch::max_pool2d(y, 3, 2, 1);
+    if (keep("stem", y)) return y;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      y = layers_[i]->forward(y);
+      if (keep("layer" + std::to_string(i + 1), y)) return y;
+    }
+    return y;
+  }
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr};
+  std::vector<torch::nn::Sequential> layers_;
+  std::map<std::string, int> channels_;
+};
+
+}  // namespace
+
+std::shared_ptr<NetImpl> MakeResNet(const ModelConfig& config) { return std::make_shared<ResNetImpl>(config); }
+
+}  // namespace mlfd

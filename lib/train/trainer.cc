@@ -1,0 +1,296 @@
+// The shared training loop.
+#include "train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "io/h5.h"
+#include "util/app.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+namespace mlfd {
+
+namespace po = boost::program_options;
+
+void TrainLoopOptions::Register(po::options_description& d, const std::string& p) {
+  d.add_options()((p + "epochs").c_str(), po::value(&epochs)->default_value(epochs), "training epochs")(
+      (p + "seed").c_str(), po::value(&seed)->default_value(seed), "seed for initialisation, shuffling and augmentation")(
+      (p + "device").c_str(), po::value(&device)->default_value(device), "auto | cpu | cuda | cuda:<i>")(
+      (p + "precision").c_str(), po::value(&precision)->default_value(precision),
+      "fp32 | bf16 | fp16 (bf16 and fp16 use CUDA autocast; fp16 adds loss scaling)")(
+      (p + "resume").c_str(), po::value(&resume)->default_value(resume)->implicit_value(true),
+      "continue from <out>.last.h5 (weights, optimiser, schedule, RNG, epoch)")(
+      (p + "workers").c_str(), po::value(&workers)->default_value(workers), "loader threads")(
+      (p + "prefetch").c_str(), po::value(&prefetch)->default_value(prefetch), "batches prepared ahead")(
+      (p + "log-seconds").c_str(), po::value(&log_seconds)->default_value(log_seconds), "seconds between progress lines")(
+      (p + "stop-after").c_str(), po::value(&stop_after)->default_value(stop_after),
+      "end this run after N epochs as if interrupted (0 = off); continue later with --resume");
+}
+
+void TrainLoopOptions::Check(const std::string& p) const {
+  OptionChecker c(p);
+  c.Require(epochs >= 1, "epochs", "must be >= 1");
+  c.Require(precision == "fp32" || precision == "bf16" || precision == "fp16", "precision",
+            "must be fp32, bf16 or fp16");
+  c.Require(workers >= 1, "workers", "must be >= 1");
+  c.Require(prefetch >= 1, "prefetch", "must be >= 1");
+  c.Require(log_seconds > 0, "log-seconds", "must be > 0");
+  c.Require(stop_after >= 0, "stop-after", "must be >= 0");
+  c.Throw();
+}
+
+RunFiles::RunFiles(const std::string& out_path) : out(out_path) {
+  std::string stem = StripExtension(out_path);
+  last = stem + ".last.h5";
+  best = stem + ".best.h5";
+  metrics = stem + ".metrics.jsonl";
+}
+
+Batch ToDevice(const Batch& b, torch::Device device) {
+  if (device.is_cpu()) return b;
+  Batch d = b;
+  d.images = b.images.pin_memory().to(device, /*non_blocking=*/true);
+  d.labels = b.labels.to(device, true);
+  d.dataset = b.dataset.to(device, true);
+  d.indices = b.indices.to(device, true);
+  return d;
+}
+
+AutocastGuard::AutocastGuard(const std::string& precision, torch::Device device) {
+  if (precision == "fp32" || !device.is_cuda()) return;
+  at::autocast::set_autocast_gpu_dtype(precision == "bf16" ? at::kBFloat16 : at::kHalf);
+  at::autocast::set_enabled(true);
+  active_ = true;
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!active_) return;
+  at::autocast::set_enabled(false);
+  at::autocast::clear_cache();
+}
+
+namespace {
+
+std::vector<nlohmann::json> ReadHistory(const std::string& path, int64_t up_to_epoch) {
+  std::vector<nlohmann::json> out;
+  if (!PathExists(path)) return out;
+  std::istringstream in(ReadTextFile(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) throw Error(Msg(path, ": malformed metrics line"));
+    if (j.value("epoch", int64_t{0}) <= up_to_epoch) out.push_back(j);
+  }
+  return out;
+}
+
+void WriteHistory(const std::string& path, const std::vector<nlohmann::json>& history) {
+  std::string text;
+  for (const auto& j : history) text += j.dump() + "\n";
+  WriteTextAtomic(path, text);
+}
+
+}  // namespace
+
+TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
+                  const TrainLoopOptions& loop, const std::string& out_path,
+                  const Provenance& provenance, torch::Device device) {
+  if (loop.precision != "fp32" && !device.is_cuda())
+    throw UsageError("--precision " + loop.precision + " needs a CUDA device (use fp32 on CPU)");
+  RunFiles files(out_path);
+  for (const auto& p : {files.out, files.last, files.best}) h5::CheckOutputPath(p, kCheckpointFormat);
+
+  torch::nn::Module& model = *task.model;
+  model.to(device);
+  auto params = task.parameters;
+  if (params.empty())
+    for (const auto& p : model.named_parameters(true)) params.emplace_back(p.key(), p.value());
+  std::vector<torch::Tensor> param_tensors;
+  for (const auto& [n, t] : params)
+    if (t.requires_grad()) param_tensors.push_back(t);
+  auto optimizer = MakeOptimizer(optim, params);
+  LossScaler scaler;
+
+  TrainResult result;
+  int64_t start_epoch = 0, global_step = 0;
+  if (loop.resume) {
+    if (!PathExists(files.last))
+      throw Error(Msg("--resume: ", files.last, " does not exist (nothing to resume)"));
+    h5::File f = h5::File::Open(files.last);
+    CheckpointMeta meta = ReadCheckpointMeta(f);
+    if (meta.model.ToJson() != task.meta().model.ToJson())
+      throw Error(Msg(files.last, ": was trained with a different model configuration; resume with the "
+                                  "same options or start afresh without --resume"));
+    if (!f.Exists("train_state")) throw Error(Msg(files.last, ": has no training state to resume from"));
+    model.to(torch::kCPU);
+    ReadModelStateStrict(f, "state", model);
+    model.to(device);
+    auto o = f.ReadVector<uint8_t>("train_state/optimizer");
+    DeserializeOptimizer(*optimizer, std::string(o.begin(), o.end()));
+    auto r = f.ReadVector<uint8_t>("train_state/torch_rng");
+    SetTorchRngState(std::string(r.begin(), r.end()));
+    global_step = f.GetIntAttr("train_state", "global_step");
+    result.best_metric = f.GetDoubleAttr("train_state", "best_metric");
+    result.best_epoch = f.GetIntAttr("train_state", "best_epoch");
+    start_epoch = meta.epoch;
+    result.history = ReadHistory(files.metrics, start_epoch);
+    MLOG(INFO) << "resuming from " << files.last << " after epoch " << start_epoch << " (best "
+               << result.best_metric << " at epoch " << result.best_epoch << ")";
+  } else {
+    torch::manual_seed(loop.seed);  // dropout / drop-path draws
+  }
+
+  const int64_t spe = loader.steps_per_epoch();
+  const int64_t total_steps = spe * loop.epochs;
+  double images_total = 0, seconds_total = 0;
+  for (int64_t epoch = start_epoch; epoch < loop.epochs; ++epoch) {
+    model.train();
+    loader.StartEpoch(epoch);
+    auto t0 = std::chrono::steady_clock::now();
+    auto last_log = t0;
+    double loss_sum = 0;
+    int64_t correct = 0, count = 0, images = 0, step = 0;
+    std::map<std::string, double> term_sums;
+    double lr = 0;
+    Batch batch;
+    while (loader.Next(&batch)) {
+      Batch b = ToDevice(batch, device);
+      lr = LearningRate(optim, global_step, total_steps, spe);
+      SetLearningRate(*optimizer, lr);
+      optimizer->zero_grad();
+      StepOutput out;
+      {
+        AutocastGuard autocast(loop.precision, device);
+        out = task.step(b);
+      }
+      double loss_value = out.loss.item<double>();
+      if (!std::isfinite(loss_value))
+        throw Error(Msg("non-finite loss (", loss_value, ") at epoch ", epoch + 1, ", step ", step + 1,
+                        "; stopped. The last good checkpoint is ",
+                        PathExists(files.last) ? files.last : std::string("none (first epoch)"),
+                        ". Lower --lr or check the data."));
+      bool do_step = true;
+      if (loop.precision == "fp16") {
+        scaler.Scale(out.loss).backward();
+        do_step = scaler.UnscaleAndCheck(param_tensors);
+      } else {
+        out.loss.backward();
+      }
+      if (do_step) {
+        if (optim.clip_grad > 0) torch::nn::utils::clip_grad_norm_(param_tensors, optim.clip_grad);
+        optimizer->step();
+      }
+      const int64_t n = b.images.size(0);
+      loss_sum += loss_value * static_cast<double>(n);
+      for (const auto& [k, v] : out.terms) term_sums[k] += v * static_cast<double>(n);
+      correct += out.correct;
+      count += out.count;
+      images += n;
+      ++step;
+      ++global_step;
+      auto now = std::chrono::steady_clock::now();
+      double since = std::chrono::duration<double>(now - last_log).count();
+      if (since >= loop.log_seconds && ShouldLog(Severity::kInfo)) {
+        last_log = now;
+        double el = std::chrono::duration<double>(now - t0).count();
+        double rate = images / el;
+        double eta = (spe - step) * (el / step) + (loop.epochs - epoch - 1) * spe * (el / step);
+        char buf[256];
+        std::snprintf(buf, sizeof(buf),
+                      "epoch %lld/%d step %lld/%lld: loss %.4f acc %.4f lr %.3g, %.0f img/s, ETA %s",
+                      static_cast<long long>(epoch + 1), loop.epochs, static_cast<long long>(step),
+                      static_cast<long long>(spe), loss_sum / images,
+                      count ? static_cast<double>(correct) / count : 0.0, lr, rate,
+                      FormatDuration(eta).c_str());
+        LogLine(Severity::kInfo, buf);
+      }
+    }
+    double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    images_total += static_cast<double>(images);
+    seconds_total += train_seconds;
+
+    {  // a step can leave non-finite weights even when its loss was finite
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> state = model.parameters();
+      for (const auto& b : model.buffers())
+        if (b.is_floating_point()) state.push_back(b);  // BN statistics diverge too
+      for (const auto& t : state)
+        if (!torch::isfinite(t).all().item<bool>())
+          throw Error(Msg("non-finite parameters at epoch ", epoch + 1, " (end of epoch); stopped. The last good "
+                          "checkpoint is ", PathExists(files.last) ? files.last : std::string("none (first epoch)"),
+                          ". Lower --lr or check the data."));
+    }
+    model.eval();
+    nlohmann::json val;
+    {
+      torch::NoGradGuard no_grad;
+      AutocastGuard autocast(loop.precision, device);
+      try {
+        val = task.validate();
+      } catch (const Error& e) {
+        throw Error(Msg("validation at epoch ", epoch + 1, " failed: ", e.what(), ". The last good checkpoint is ",
+                        PathExists(files.last) ? files.last : std::string("none (first epoch)"), "."));
+      }
+    }
+    double metric = val.at("metric").get<double>();
+    nlohmann::json record = {{"epoch", epoch + 1},
+                             {"lr", lr},
+                             {"train_loss", loss_sum / std::max<int64_t>(1, images)},
+                             {"train_acc", count ? static_cast<double>(correct) / count : 0.0},
+                             {"train_seconds", train_seconds},
+                             {"images_per_second", images / std::max(1e-9, train_seconds)}};
+    for (const auto& [k, v] : term_sums) record["train_" + k] = v / std::max<int64_t>(1, images);
+    for (auto it = val.begin(); it != val.end(); ++it) record["val_" + it.key()] = it.value();
+    bool improved = metric > result.best_metric;
+    if (improved) {
+      result.best_metric = metric;
+      result.best_epoch = epoch + 1;
+    }
+    record["best_epoch"] = result.best_epoch;
+    result.history.push_back(record);
+    WriteHistory(files.metrics, result.history);
+
+    CheckpointMeta meta = task.meta();
+    meta.epoch = epoch + 1;
+    meta.metrics = {{"best_val_metric", result.best_metric}, {"best_epoch", result.best_epoch},
+                    {"epoch_record", record}};
+    TrainState state;
+    state.optimizer_archive = SerializeOptimizer(*optimizer);
+    state.torch_rng_state = TorchRngState();
+    state.global_step = global_step;
+    state.best_metric = result.best_metric;
+    state.best_epoch = result.best_epoch;
+    model.to(torch::kCPU);
+    SaveCheckpoint(files.last, model, meta, &state, provenance);
+    if (improved) SaveCheckpoint(files.best, model, meta, nullptr, provenance);
+    model.to(device);
+    MLOG(INFO) << "epoch " << epoch + 1 << "/" << loop.epochs << ": train loss "
+               << record["train_loss"].get<double>() << " acc " << record["train_acc"].get<double>()
+               << ", val " << metric << (improved ? " (best)" : "") << ", "
+               << FormatDuration(train_seconds) << ", "
+               << static_cast<int64_t>(record["images_per_second"].get<double>()) << " img/s";
+    result.epochs_run++;
+    if (loop.stop_after > 0 && result.epochs_run >= loop.stop_after && epoch + 1 < loop.epochs) {
+      MLOG(WARNING) << "stopping after " << result.epochs_run << " epoch(s) (--stop-after); "
+                    << files.out << " is not written yet: continue with --resume";
+      result.interrupted = true;
+      result.images_per_second = images_total / std::max(1e-9, seconds_total);
+      return result;
+    }
+  }
+  if (!PathExists(files.best)) throw Error(Msg(files.best, ": missing; cannot finish ", files.out));
+  RenameFile(files.best, files.out);
+  result.images_per_second = seconds_total > 0 ? images_total / seconds_total : 0;
+  MLOG(INFO) << "wrote " << files.out << " (best validation " << result.best_metric << " at epoch "
+             << result.best_epoch << "); last epoch in " << files.last;
+  return result;
+}
+
+}  // namespace mlfd

@@ -1,0 +1,98 @@
+// The training loop shared by every training stage (train_teacher, finetune_joint,
+// distill_student): epochs over a Loader, a task-specific loss, optimiser and schedule, gradient
+// clipping, mixed precision on CUDA, a non-finite-loss guard, validation every epoch, `best` and
+// `last` checkpoints, per-epoch metrics as JSON lines, a progress line, and exact resume.
+//
+// Files, for an output path runs/x/teachers/mnist.h5:
+//   runs/x/teachers/mnist.h5            the best checkpoint (by validation metric), written last
+//   runs/x/teachers/mnist.last.h5       the last epoch's checkpoint with optimiser/RNG state
+//   runs/x/teachers/mnist.best.h5       the best so far (renamed to the output at the end)
+//   runs/x/teachers/mnist.metrics.jsonl one JSON object per epoch
+#pragma once
+
+#include <torch/torch.h>
+
+#include <boost/program_options.hpp>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "models/checkpoint.h"
+#include "train/optim.h"
+#include "util/provenance.h"
+
+namespace mlfd {
+
+struct TrainLoopOptions {
+  int epochs = 10;
+  uint64_t seed = 0;
+  std::string device = "auto";       // auto | cpu | cuda[:i]
+  std::string precision = "fp32";    // fp32 | bf16 | fp16 (bf16/fp16: CUDA autocast)
+  bool resume = false;               // continue from <out>.last.h5
+  int workers = 2;                   // loader threads
+  int prefetch = 4;                  // batches prepared ahead
+  double log_seconds = 10.0;         // progress line interval
+  int stop_after = 0;                // stop (as if interrupted) after this many epochs this run
+
+  void Register(boost::program_options::options_description& d, const std::string& prefix = "");
+  void Check(const std::string& prefix = "") const;
+};
+
+// What one step computed.
+struct StepOutput {
+  torch::Tensor loss;                     // scalar, differentiable
+  std::map<std::string, double> terms;    // loss terms for logging (already weighted)
+  int64_t correct = 0, count = 0;         // training accuracy bookkeeping
+};
+
+// The stage-specific parts of a training run.
+struct TrainTask {
+  torch::nn::Module* model = nullptr;  // what the checkpoints save (and what train()/eval() toggle)
+  // Trainable parameters (name, tensor); empty = all of `model`'s.
+  std::vector<std::pair<std::string, torch::Tensor>> parameters;
+  // Loss of one batch (already on the device) in training mode.
+  std::function<StepOutput(const Batch& batch)> step;
+  // Validation: returns {"metric": value to maximise, ...anything else to log}.
+  std::function<nlohmann::json()> validate;
+  // Checkpoint metadata for the current state (epoch and metrics are filled in by the loop).
+  std::function<CheckpointMeta()> meta;
+};
+
+struct TrainResult {
+  int64_t epochs_run = 0;
+  int64_t best_epoch = -1;
+  double best_metric = -1;
+  double images_per_second = 0;  // training throughput, averaged over the run
+  bool interrupted = false;      // --stop-after ended the run early
+  std::vector<nlohmann::json> history;
+};
+
+// Paths derived from the output path.
+struct RunFiles {
+  std::string out, last, best, metrics;
+  explicit RunFiles(const std::string& out_path);
+};
+
+// Runs the loop. Throws Error on a non-finite loss (naming epoch and step; the last good
+// checkpoint stays). The output file appears only when all epochs finished.
+TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
+                  const TrainLoopOptions& loop, const std::string& out_path,
+                  const Provenance& provenance, torch::Device device);
+
+// Moves a batch to the device (non-blocking where possible).
+Batch ToDevice(const Batch& b, torch::Device device);
+
+// Runs `fn` with autocast enabled for the precision on CUDA (a no-op for fp32 or CPU).
+class AutocastGuard {
+ public:
+  AutocastGuard(const std::string& precision, torch::Device device);
+  ~AutocastGuard();
+
+ private:
+  bool active_ = false;
+};
+
+}  // namespace mlfd

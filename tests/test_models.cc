@@ -1,0 +1,134 @@
+// The model zoo: torchvision's parameter counts and names (checked against torchvision itself in
+// Python), level shapes at full size, tiny configurations forward and backward, heads, errors.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <sstream>
+
+#include "models/model.h"
+#include "test_util.h"
+#include "util/error.h"
+
+using namespace mlfd;
+
+namespace {
+ModelConfig Full(const std::string& arch, int classes = 1000) {
+  ModelConfig c;
+  c.arch = arch;
+  c.head_classes = {classes};
+  c.embed_dim = 0;
+  return c;
+}
+int64_t Count(Net& n) {
+  int64_t k = 0;
+  for (const auto& p : n->parameters()) k += p.numel();
+  return k;
+}
+}  // namespace
+
+TEST_CASE("models: torchvision parameter counts", "[models]") {
+  Net r18 = BuildModel(Full("resnet18")), r34 = BuildModel(Full("resnet34")), r50 = BuildModel(Full("resnet50"));
+  Net eff = BuildModel(Full("efficientnet_b0"));
+  CHECK(Count(r18) == 11689512);
+  CHECK(Count(r34) == 21797672);
+  CHECK(Count(r50) == 25557032);
+  CHECK(Count(eff) == 5288548);
+  // timm lists seresnext26t_32x4d at 16.8 M parameters.
+  Net se = BuildModel(Full("seresnext26t_32x4d"));
+  CHECK(Count(se) == Approx(16.8e6).epsilon(0.01));
+}
+
+TEST_CASE("models: names and shapes equal torchvision's state dicts", "[models][python]") {
+  mlfd_test::TempDir tmp;
+  for (const std::string arch : {"resnet18", "resnet50", "efficientnet_b0"}) {
+    Net n = BuildModel(Full(arch));
+    std::ostringstream ours;
+    for (const auto& p : n->named_parameters()) ours << p.key() << " " << p.value().sizes() << "\n";
+    for (const auto& b : n->named_buffers()) ours << b.key() << " " << b.value().sizes() << "\n";
+    mlfd_test::WriteText(tmp / "ours.txt", ours.str());
+    auto r = mlfd_test::RunPython(tmp.path(), R"PY(
+import sys, torchvision
+m = getattr(torchvision.models, sys.argv[1])()
+ref = sorted(f"{k} {list(v.shape)}".replace(" ", "").replace("[]", "[]") for k, v in m.state_dict().items())
+ours = sorted(l.replace(" ", "") for l in open(sys.argv[2]).read().splitlines())
+missing = sorted(set(ref) - set(ours)); extra = sorted(set(ours) - set(ref))
+print(len(ref), len(ours), missing[:5], extra[:5])
+sys.exit(0 if not missing and not extra else 1)
+)PY",
+                                  arch + " " + (tmp / "ours.txt"));
+    INFO(arch << ": " << r.out << r.err);
+    CHECK(r.exit_code == 0);
+  }
+}
+
+TEST_CASE("models: level shapes at full size", "[models]") {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::randn({1, 3, 224, 224});
+  struct Case { std::string arch; std::map<std::string, std::vector<int64_t>> shapes; };
+  std::vector<Case> cases = {
+      {"resnet18", {{"stem", {1, 64, 56, 56}}, {"layer1", {1, 64, 56, 56}}, {"layer2", {1, 128, 28, 28}},
+                    {"layer3", {1, 256, 14, 14}}, {"layer4", {1, 512, 7, 7}}, {"pool", {1, 512}},
+                    {"embed", {1, 2048}}, {"logits", {1, 10}}}},
+      {"resnet50", {{"layer4", {1, 2048, 7, 7}}, {"pool", {1, 2048}}, {"logits", {1, 10}}}},
+      {"efficientnet_b0", {{"stem", {1, 32, 112, 112}}, {"stage1", {1, 16, 112, 112}}, {"stage3", {1, 40, 28, 28}},
+                           {"stage6", {1, 192, 7, 7}}, {"head_conv", {1, 1280, 7, 7}}, {"embed", {1, 2048}}}},
+      {"seresnext26t_32x4d", {{"stem", {1, 64, 56, 56}}, {"layer1", {1, 256, 56, 56}}, {"layer4", {1, 2048, 7, 7}},
+                              {"logits", {1, 10}}}},
+  };
+  for (auto& c : cases) {
+    ModelConfig cfg;
+    cfg.arch = c.arch;
+    Net n = BuildModel(cfg);  // embed_dim 2048 (skipped where the feature size is 2048)
+    n->eval();
+    std::vector<std::string> want;
+    for (auto& [k, v] : c.shapes) want.push_back(k);
+    LevelMap out = n->Forward(x, want);
+    for (auto& [k, v] : c.shapes) {
+      INFO(c.arch << " " << k);
+      REQUIRE(out.count(k));
+      CHECK(out[k].sizes().vec() == v);
+    }
+    auto ch = n->LevelChannels();
+    for (auto& [k, v] : c.shapes)
+      if (k != "logits") CHECK(ch[k] == v[1]);
+  }
+  Net r50 = BuildModel(Full("resnet50", 10));
+  CHECK(r50->embed_dim() == 0);
+  ModelConfig with = Full("resnet50", 10);
+  with.embed_dim = 2048;
+  CHECK(BuildModel(with)->embed_dim() == 0);  // skipped when equal to the feature size
+}
+
+TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[models]") {
+  for (const std::string arch : {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"}) {
+    ModelConfig c;
+    c.arch = arch;
+    c.width = 0.25;
+    c.small_stem = true;
+    c.in_channels = 1;
+    c.embed_dim = 64;
+    c.head_classes = {3, 5};
+    c.drop_path = 0.1;
+    Net n = BuildModel(c);
+    torch::Tensor x = torch::randn({4, 1, 28, 28});
+    torch::Tensor z0 = n->forward(x, 0), z1 = n->forward(x, 1);
+    INFO(arch);
+    CHECK(z0.sizes() == torch::IntArrayRef({4, 3}));
+    CHECK(z1.sizes() == torch::IntArrayRef({4, 5}));
+    (z0.sum() + z1.sum()).backward();
+    int with_grad = 0;
+    for (const auto& p : n->parameters()) with_grad += p.grad().defined();
+    CHECK(with_grad == static_cast<int>(n->parameters().size()));
+    n->eval();
+    torch::NoGradGuard ng;
+    CHECK(torch::equal(n->forward(x, 1), n->forward(x, 1)));  // drop-path off in eval
+    CHECK(ModelConfig::FromJson(c.ToJson(), "t").ToJson() == c.ToJson());
+    CHECK_THROWS_WITH(n->Forward(x, {"layer9"}), Catch::Contains("unknown level 'layer9'") && Catch::Contains("valid:"));
+    CHECK(n->LevelNames().back() == "logits");
+  }
+  ModelConfig bad;
+  bad.arch = "vgg16";
+  CHECK_THROWS_WITH(BuildModel(bad), Catch::Contains("unknown architecture 'vgg16' (valid: resnet18"));
+  CHECK_THROWS_WITH(ModelConfig::FromJson(nlohmann::json{{"arch", "resnet18"}, {"in_channels", 3}, {"head_classes", {2}}, {"typo", 1}}, "ck.h5"),
+                    Catch::Contains("ck.h5: typo: unknown key"));
+}
