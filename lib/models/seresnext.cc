@@ -107,18 +107,7 @@ class SEResNeXtImpl : public NetImpl {
   std::map<std::string, int> MapChannels() const override { return channels_; }
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override {
-    auto keep = [&](const std::string& name, const torch::Tensor& t) {
-      if (out && std::find(want.begin(), want.end(), name) != want.end()) (*out)[name] = t;
-      return name == last;
-    };
-    torch::Tensor y = torch::relu(bn1_(stem_->forward(x)));
-    if (!config_.small_stem) y = torch::max_pool2d(y, 3, 2, 1);
-    if (keep("stem", y)) return y;
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      y = layers_[i]->forward(y);
-      if (keep("layer" + std::to_string(i + 1), y)) return y;
-    }
-    return y;
+    return RunResidualStages(torch::relu(bn1_(stem_->forward(x))), !config_.small_stem, layers_, want, last, out);
   }
 
  private:

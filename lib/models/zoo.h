@@ -24,6 +24,11 @@ int Scaled(int channels, double width);
 // torchvision's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1 bias 0.
 void InitConvBn(torch::nn::Module& m);
 
+// The part of RunBackbone shared by the ResNet family: given the stem's activation, applies the
+// max-pool (unless small stem) and layer1..layerN, storing requested levels and stopping at `last`.
+torch::Tensor RunResidualStages(torch::Tensor y, bool maxpool, std::vector<torch::nn::Sequential>& layers,
+                                const std::vector<std::string>& want, const std::string& last, LevelMap* out);
+
 torch::nn::Conv2d Conv(int in, int out, int k, int stride = 1, int pad = 0, int groups = 1, bool bias = false);
 
 }  // namespace mlfd
