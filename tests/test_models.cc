@@ -109,6 +109,7 @@ TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[models]") {
     c.embed_dim = 64;
     c.head_classes = {3, 5};
     c.drop_path = 0.1;
+    c.dropout = 0.3;
     Net n = BuildModel(c);
     torch::Tensor x = torch::randn({4, 1, 28, 28});
     torch::Tensor z0 = n->forward(x, 0), z1 = n->forward(x, 1);
@@ -121,7 +122,7 @@ TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[models]") {
     CHECK(with_grad == static_cast<int>(n->parameters().size()));
     n->eval();
     torch::NoGradGuard ng;
-    CHECK(torch::equal(n->forward(x, 1), n->forward(x, 1)));  // drop-path off in eval
+    CHECK(torch::equal(n->forward(x, 1), n->forward(x, 1)));  // dropout and drop-path off in eval
     CHECK(ModelConfig::FromJson(c.ToJson(), "t").ToJson() == c.ToJson());
     CHECK_THROWS_WITH(n->Forward(x, {"layer9"}), Catch::Contains("unknown level 'layer9'") && Catch::Contains("valid:"));
     CHECK(n->LevelNames().back() == "logits");

@@ -87,7 +87,8 @@ void NetImpl::BuildHead(int feature_dim, const std::string& single_head_name) {
   has_embed_ = config_.embed_dim > 0 && config_.embed_dim != feature_dim;
   int e = has_embed_ ? config_.embed_dim : feature_dim;
   if (has_embed_) embed_ = register_module("embed", torch::nn::Linear(feature_dim, e));
-  dropout_ = torch::nn::Dropout(config_.dropout);
+  // Registered so train()/eval() reach it (it has no tensors: no checkpoint keys).
+  dropout_ = register_module("dropout", torch::nn::Dropout(config_.dropout));
   if (config_.head_classes.size() == 1) {
     torch::nn::Linear fc(e, config_.head_classes[0]);
     auto dot = single_head_name.find('.');
