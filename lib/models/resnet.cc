@@ -77,11 +77,11 @@ struct BlockImpl : torch::nn::Module {
                                                                       torch::nn::BatchNorm2d(out)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor y = torch::relu(bn1(conv1(x)));
+    torch::Tensor y = bn1(conv1(x)).relu_();  // in place, as torchvision
     y = bn2(conv2(y));
-    if (bottleneck) y = bn3(conv3(torch::relu(y)));
+    if (bottleneck) y = bn3(conv3(y.relu_()));
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
-    return torch::relu(DropPath(y, drop_path, is_training()) + identity);
+    return (DropPath(y, drop_path, is_training()) + identity).relu_();
   }
   bool bottleneck;
   double drop_path;
@@ -130,7 +130,7 @@ class ResNetImpl : public NetImpl {
   std::map<std::string, int> MapChannels() const override { return channels_; }
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override {
-    return RunResidualStages(torch::relu(bn1_(conv1_(x))), !config_.small_stem, layers_, want, last, out);
+    return RunResidualStages(bn1_(conv1_(x)).relu_(), !config_.small_stem, layers_, want, last, out);
   }
 
  private:

@@ -60,11 +60,11 @@ struct XBlockImpl : torch::nn::Module {
                                                                       torch::nn::BatchNorm2d(out)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor y = torch::relu(bn1(conv1(x)));
-    y = torch::relu(bn2(conv2(y)));
+    torch::Tensor y = bn1(conv1(x)).relu_();  // in place, as torchvision
+    y = bn2(conv2(y)).relu_();
     y = se(bn3(conv3(y)));
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
-    return torch::relu(DropPath(y, drop_path, is_training()) + identity);
+    return (DropPath(y, drop_path, is_training()) + identity).relu_();
   }
   double drop_path;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
@@ -107,7 +107,7 @@ class SEResNeXtImpl : public NetImpl {
   std::map<std::string, int> MapChannels() const override { return channels_; }
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override {
-    return RunResidualStages(torch::relu(bn1_(stem_->forward(x))), !config_.small_stem, layers_, want, last, out);
+    return RunResidualStages(bn1_(stem_->forward(x)).relu_(), !config_.small_stem, layers_, want, last, out);
   }
 
  private:
