@@ -15,16 +15,29 @@ torch::Tensor DropPath(const torch::Tensor& x, double p, bool training) {
   return x * keep / (1 - p);
 }
 
-torch::Tensor RunResidualStages(torch::Tensor y, bool maxpool, std::vector<torch::nn::Sequential>& layers,
-                                const std::vector<std::string>& want, const std::string& last, LevelMap* out) {
+void ResidualNetImpl::AddLayer(torch::nn::Sequential layer, int out_channels) {
+  std::string name = "layer" + std::to_string(layers_.size() + 1);
+  layers_.push_back(register_module(name, layer));
+  channels_[name] = out_channels;
+}
+
+std::vector<std::string> ResidualNetImpl::MapLevels() const {
+  std::vector<std::string> l{"stem"};
+  for (size_t i = 0; i < layers_.size(); ++i) l.push_back("layer" + std::to_string(i + 1));
+  return l;
+}
+
+torch::Tensor ResidualNetImpl::RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
+                                           const std::string& last, LevelMap* out) {
   auto keep = [&](const std::string& name, const torch::Tensor& t) {
     if (out && std::find(want.begin(), want.end(), name) != want.end()) (*out)[name] = t;
     return name == last;
   };
-  if (maxpool) y = torch::max_pool2d(y, 3, 2, 1);
+  torch::Tensor y = Stem(x);
+  if (!config_.small_stem) y = torch::max_pool2d(y, 3, 2, 1);
   if (keep("stem", y)) return y;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    y = layers[i]->forward(y);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    y = layers_[i]->forward(y);
     if (keep("layer" + std::to_string(i + 1), y)) return y;
   }
   return y;
@@ -91,9 +104,9 @@ struct BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-class ResNetImpl : public NetImpl {
+class ResNetImpl : public ResidualNetImpl {
  public:
-  explicit ResNetImpl(const ModelConfig& c) : NetImpl(c) {
+  explicit ResNetImpl(const ModelConfig& c) : ResidualNetImpl(c) {
     std::vector<int> depth;
     bool bottleneck = false;
     if (c.arch == "resnet18") depth = {2, 2, 2, 2};
@@ -117,27 +130,18 @@ class ResNetImpl : public NetImpl {
         inplanes = planes * expansion;
         ++index;
       }
-      std::string name = "layer" + std::to_string(s + 1);
-      layers_.push_back(register_module(name, layer));
-      channels_[name] = inplanes;
+      AddLayer(layer, inplanes);
     }
     InitConvBn(*this);
     BuildHead(inplanes, "fc");
   }
 
  protected:
-  std::vector<std::string> MapLevels() const override { return {"stem", "layer1", "layer2", "layer3", "layer4"}; }
-  std::map<std::string, int> MapChannels() const override { return channels_; }
-  torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
-                            const std::string& last, LevelMap* out) override {
-    return RunResidualStages(bn1_(conv1_(x)).relu_(), !config_.small_stem, layers_, want, last, out);
-  }
+  torch::Tensor Stem(const torch::Tensor& x) override { return bn1_(conv1_(x)).relu_(); }
 
  private:
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
-  std::vector<torch::nn::Sequential> layers_;
-  std::map<std::string, int> channels_;
 };
 
 }  // namespace

@@ -74,9 +74,9 @@ struct XBlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(XBlock);
 
-class SEResNeXtImpl : public NetImpl {
+class SEResNeXtImpl : public ResidualNetImpl {
  public:
-  explicit SEResNeXtImpl(const ModelConfig& c) : NetImpl(c) {
+  explicit SEResNeXtImpl(const ModelConfig& c) : ResidualNetImpl(c) {
     const int cardinality = std::max(1, static_cast<int>(std::lround(32 * c.width)));
     int s1 = Scaled(24, c.width), s2 = Scaled(32, c.width), inplanes = Scaled(64, c.width);
     stem_ = register_module("conv1", torch::nn::Sequential(
@@ -94,27 +94,18 @@ class SEResNeXtImpl : public NetImpl {
         inplanes = planes * 4;
         ++index;
       }
-      std::string name = "layer" + std::to_string(s + 1);
-      layers_.push_back(register_module(name, layer));
-      channels_[name] = inplanes;
+      AddLayer(layer, inplanes);
     }
     InitConvBn(*this);
     BuildHead(inplanes, "fc");
   }
 
  protected:
-  std::vector<std::string> MapLevels() const override { return {"stem", "layer1", "layer2", "layer3", "layer4"}; }
-  std::map<std::string, int> MapChannels() const override { return channels_; }
-  torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
-                            const std::string& last, LevelMap* out) override {
-    return RunResidualStages(bn1_(stem_->forward(x)).relu_(), !config_.small_stem, layers_, want, last, out);
-  }
+  torch::Tensor Stem(const torch::Tensor& x) override { return bn1_(stem_->forward(x)).relu_(); }
 
  private:
   torch::nn::Sequential stem_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
-  std::vector<torch::nn::Sequential> layers_;
-  std::map<std::string, int> channels_;
 };
 
 }  // namespace

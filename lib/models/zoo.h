@@ -24,10 +24,24 @@ int Scaled(int channels, double width);
 // torchvision's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1 bias 0.
 void InitConvBn(torch::nn::Module& m);
 
-// The part of RunBackbone shared by the ResNet family: given the stem's activation, applies the
-// max-pool (unless small stem) and layer1..layerN, storing requested levels and stopping at `last`.
-torch::Tensor RunResidualStages(torch::Tensor y, bool maxpool, std::vector<torch::nn::Sequential>& layers,
-                                const std::vector<std::string>& want, const std::string& last, LevelMap* out);
+// The ResNet family (ResNet, SE-ResNeXt): a stem, an optional max-pool, then layer1..layer4.
+// Subclasses build the stem and call AddLayer() for each stage, then BuildHead().
+class ResidualNetImpl : public NetImpl {
+ protected:
+  explicit ResidualNetImpl(const ModelConfig& c) : NetImpl(c) {}
+  // Stem convolutions + BN + ReLU (before the max-pool).
+  virtual torch::Tensor Stem(const torch::Tensor& x) = 0;
+  // Registers the next stage as "layer<k>" with its output channels.
+  void AddLayer(torch::nn::Sequential layer, int out_channels);
+  std::vector<std::string> MapLevels() const override;
+  std::map<std::string, int> MapChannels() const override { return channels_; }
+  torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
+                            const std::string& last, LevelMap* out) override;
+  std::map<std::string, int> channels_;  // the subclass sets "stem"
+
+ private:
+  std::vector<torch::nn::Sequential> layers_;
+};
 
 torch::nn::Conv2d Conv(int in, int out, int k, int stride = 1, int pad = 0, int groups = 1, bool bias = false);
 
