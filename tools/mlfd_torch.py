@@ -247,20 +247,25 @@ def _attr_str(f, key, path):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def read_checkpoint_meta(path):
-    """The root metadata of a checkpoint: format_version, kind, model (dict), datasets (list of
-    HeadInfo dicts), epoch, metrics, provenance (dicts). Raises CheckpointError."""
+def _open_format(path, expected, what):
+    """Opens an HDF5 file of ours for reading, checking its root 'format' attribute."""
     import h5py
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise CheckpointError("%s: cannot open as HDF5 (%s)" % (path, e))
-    with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != CHECKPOINT_FORMAT:
-            raise CheckpointError('%s: not a checkpoint (format is %r, expected "%s")' %
-                                  (path, fmt, CHECKPOINT_FORMAT))
+    fmt = f.attrs.get("format")
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt != expected:
+        f.close()
+        raise CheckpointError('%s: not %s (format is %r, expected "%s")' % (path, what, fmt, expected))
+    return f
+
+
+def read_checkpoint_meta(path):
+    """The root metadata of a checkpoint: format_version, kind, model (dict), datasets (list of
+    HeadInfo dicts), epoch, metrics, provenance (dicts). Raises CheckpointError."""
+    with _open_format(path, CHECKPOINT_FORMAT, "a checkpoint") as f:
         version = int(f.attrs.get("format_version", -1))
         if version != CHECKPOINT_VERSION:
             raise CheckpointError("%s: checkpoint format version %d, this tool reads %d" %
@@ -352,17 +357,7 @@ def normalize(images, mean, std):
 
 def read_store_meta(path):
     """An image store's name, class names, size, channels and mean/std (no pixels)."""
-    import h5py
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CheckpointError("%s: cannot open as HDF5 (%s)" % (path, e))
-    with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != "mlfd.image_store":
-            raise CheckpointError('%s: not an image store (format is %r, expected "mlfd.image_store")'
-                                  % (path, fmt))
+    with _open_format(path, "mlfd.image_store", "an image store") as f:
         return {"name": _attr_str(f, "name", path),
                 "class_names": [s.decode() if isinstance(s, bytes) else s
                                 for s in f["class_names"][()]],

@@ -8,7 +8,6 @@
 #include "data/image_store.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
-#include "io/h5.h"
 #include "util/app.h"
 #include "util/device.h"
 #include "util/error.h"
@@ -131,10 +130,7 @@ void TeacherOptions::Check() const {
 TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std::string& out,
                          const TeacherOptions& opts, Provenance provenance) {
   torch::Device device = ParseDevice(opts.loop.device);
-  {
-    RunFiles files(out);  // fail before any heavy work if an output cannot be written
-    for (const auto& p : {files.out, files.last, files.best}) h5::CheckOutputPath(p, kCheckpointFormat);
-  }
+  RunFiles(out).CheckWritable();  // before loading data
   std::vector<std::shared_ptr<const ImageStore>> stores;
   for (size_t i = 0; i < store_paths.size(); ++i) {
     stores.push_back(std::make_shared<ImageStore>(ImageStore::Open(store_paths[i])));
@@ -202,17 +198,16 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
     return torch::nn::functional::cross_entropy(
         z.to(torch::kFloat32), y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(opts.label_smoothing));
   };
+  torch::Tensor label_offsets = torch::empty({m}, torch::kInt64);  // concat: first label per dataset
+  for (int d = 0; d < m; ++d) label_offsets[d] = infos[static_cast<size_t>(d)].label_offset;
+  label_offsets = label_offsets.to(device);
   TrainTask task;
   task.model = net.get();
   task.step = [&](const Batch& b) {
     StepOutput out;
     if (m == 1 || concat) {
       torch::Tensor y = b.labels;
-      if (concat) {
-        torch::Tensor offs = torch::empty({m}, torch::kInt64);
-        for (int d = 0; d < m; ++d) offs[d] = infos[static_cast<size_t>(d)].label_offset;
-        y = y + offs.to(y.device()).index_select(0, b.dataset);
-      }
+      if (concat) y = y + label_offsets.index_select(0, b.dataset);
       torch::Tensor z = net->forward(b.images, 0);
       out.loss = ce(z, y);
       out.correct = z.argmax(1).eq(y).sum().item<int64_t>();

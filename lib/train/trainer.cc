@@ -52,6 +52,10 @@ RunFiles::RunFiles(const std::string& out_path) : out(out_path) {
   metrics = stem + ".metrics.jsonl";
 }
 
+void RunFiles::CheckWritable() const {
+  for (const auto& p : {out, last, best}) h5::CheckOutputPath(p, kCheckpointFormat);
+}
+
 Batch ToDevice(const Batch& b, torch::Device device) {
   if (device.is_cpu()) return b;
   Batch d = b;
@@ -105,7 +109,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   if (loop.precision != "fp32" && !device.is_cuda())
     throw UsageError("--precision " + loop.precision + " needs a CUDA device (use fp32 on CPU)");
   RunFiles files(out_path);
-  for (const auto& p : {files.out, files.last, files.best}) h5::CheckOutputPath(p, kCheckpointFormat);
+  files.CheckWritable();
 
   torch::nn::Module& model = *task.model;
   model.to(device);

@@ -74,6 +74,9 @@ struct TrainResult {
 struct RunFiles {
   std::string out, last, best, metrics;
   explicit RunFiles(const std::string& out_path);
+  // Fails (before any heavy work) if one of the checkpoints cannot be written or would replace a
+  // file that is not a checkpoint.
+  void CheckWritable() const;
 };
 
 // Runs the loop. Throws Error on a non-finite loss (naming epoch and step; the last good

@@ -73,6 +73,9 @@ void CommandLine::AddPositionalList(const std::string& name, std::vector<std::st
   list_min_ = min_count;
 }
 
+// No abbreviations: --epoch must not silently mean --epochs.
+constexpr int kParserStyle = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+
 bool CommandLine::Parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) command_line_ += (i ? " " : "") + std::string(argv[i]);
 
@@ -100,9 +103,7 @@ bool CommandLine::Parse(int argc, char** argv) {
   all.add(options_).add(common).add(hidden);
 
   try {
-    // No abbreviations: --epoch must not silently mean --epochs.
-    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).style(style).run(), vm_);
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).style(kParserStyle).run(), vm_);
   } catch (const po::error& e) {
     throw UsageError(e.what());
   }
@@ -140,8 +141,7 @@ bool CommandLine::Parse(int argc, char** argv) {
     }
     std::vector<std::string> tokens = ConfigToTokens(cfg, path);
     try {
-      const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-      po::store(po::command_line_parser(tokens).options(all).style(style).run(), vm_);
+      po::store(po::command_line_parser(tokens).options(all).style(kParserStyle).run(), vm_);
     } catch (const po::error& e) {
       throw UsageError(Msg("--config ", path, ": ", e.what()));
     }
