@@ -72,7 +72,9 @@ Manifest LoadManifest(const std::string& path) {
 
   if (v.Has("split")) {
     JsonView sv = v.Child("split");
-    sv.AllowOnly({"mode", "fractions", "val_fraction", "seed"});
+    sv.AllowOnly({"mode", "fractions", "val_fraction", "seed", "max_train_per_class"});
+    m.split.max_train_per_class = sv.Int("max_train_per_class", 0);
+    if (m.split.max_train_per_class < 0) sv.Fail("max_train_per_class", "must be >= 0");
     m.split.mode = sv.Str("mode", "official");
     if (m.split.mode != "official" && m.split.mode != "stratified")
       sv.Fail("mode", "must be \"official\" or \"stratified\"");

@@ -21,6 +21,8 @@ struct SplitSpec {
   std::string mode = "official";  // official: sources say train/test; stratified: by fractions
   double train = 0.8, val = 0.1, test = 0.1;  // stratified fractions (sum to 1)
   double val_fraction = 0.1;  // official mode: validation carved from train when no source gives one
+  int64_t max_train_per_class = 0;  // keep at most this many training images per class (0 = all);
+                                    // the rest stay in the store but in no split
   uint64_t seed = 0;
 };
 

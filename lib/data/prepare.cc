@@ -35,7 +35,10 @@ void PrepareOptions::Register(po::options_description& d, const std::string& pre
       (prefix + "gzip").c_str(), po::value<int>(&gzip)->default_value(gzip),
       "gzip level for the stored images (0 = none, 1..9)")(
       (prefix + "block").c_str(), po::value<int64_t>(&block)->default_value(block),
-      "images decoded per parallel block (bounds memory)");
+      "images decoded per parallel block (bounds memory)")(
+      (prefix + "max-train-per-class").c_str(), po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
+      "keep at most this many training images per class, a seeded subset (0 = the manifest's setting); "
+      "validation and test splits are unchanged");
 }
 
 void PrepareOptions::Check(const std::string& prefix) const {
@@ -137,6 +140,15 @@ std::map<std::string, std::vector<int64_t>> AssignSplits(const std::vector<int64
         for (size_t k = 0; k < idx.size(); ++k) out[k < n_val ? "val" : "train"].push_back(idx[k]);
       }
     }
+  }
+  if (spec.max_train_per_class > 0) {  // a seeded, class-balanced subset of train
+    std::vector<int64_t> train = out["train"];
+    std::sort(train.begin(), train.end());
+    shuffle(train);
+    std::vector<int64_t> kept, count(static_cast<size_t>(num_classes), 0);
+    for (int64_t i : train)
+      if (count[static_cast<size_t>(labels[static_cast<size_t>(i)])]++ < spec.max_train_per_class) kept.push_back(i);
+    out["train"] = kept;
   }
   for (auto& [name, v] : out) std::sort(v.begin(), v.end());
   return out;
@@ -316,7 +328,9 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
 
   // 4. Classes must all be present; splits.
   check_classes(kept_labels);
-  auto splits = AssignSplits(kept_labels, kept_tags, m.split, num_classes, m.path);
+  SplitSpec split_spec = m.split;
+  if (opts.max_train_per_class > 0) split_spec.max_train_per_class = opts.max_train_per_class;
+  auto splits = AssignSplits(kept_labels, kept_tags, split_spec, num_classes, m.path);
   for (const auto& [name, idx] : splits) {
     bool wanted = name != "val" || (m.split.mode == "stratified" ? m.split.val > 0 : m.split.val_fraction > 0);
     if (idx.empty() && wanted)

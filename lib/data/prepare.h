@@ -19,6 +19,7 @@ struct PrepareOptions {
   bool skip_bad = false;           // skip (and record) unreadable images instead of failing
   int gzip = 1;                    // gzip level of /images (0 = none)
   int64_t block = 2048;            // images decoded per parallel block (bounds memory)
+  int64_t max_train_per_class = 0; // > 0: overrides the manifest's split.max_train_per_class
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;

@@ -1,6 +1,8 @@
 // evaluate implementation.
 #include "eval/evaluate.h"
 
+#include <algorithm>
+
 #include <sstream>
 
 #include "data/image_store.h"
@@ -21,6 +23,9 @@ namespace po = boost::program_options;
 
 void EvaluateOptions::Register(po::options_description& d) {
   d.add_options()("split", po::value(&split)->default_value(split), "split to evaluate")(
+      "val-split", po::value(&val_split)->default_value(val_split),
+      "also record top-1 on this split if the store has it (\"\" = skip)")(
+      "name", po::value(&name), "the model's name in the comparison report (teacher, joint_baseline, joint, kd, fitnet, mlfd, ...)")(
       "dataset", po::value(&dataset), "dataset (head) to evaluate; default: the store's name")(
       "out", po::value(&out), "write the metrics JSON here (atomically) as well as to stdout")(
       "confusion-png", po::value(&confusion_png), "draw the confusion matrix to this PNG")(
@@ -95,6 +100,18 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
                       {"split", opts.split},
                       {"metrics", m.ToJson(store->class_names())},
                       {"provenance", provenance}};
+  if (!opts.name.empty()) j["name"] = opts.name;
+  if (!opts.val_split.empty() && opts.val_split != opts.split) {
+    auto names = store->split_names();
+    if (std::find(names.begin(), names.end(), opts.val_split) != names.end()) {
+      Predictions pv = Predict(ck.net, info, store, store->split(opts.val_split), eval, device, opts.batch_size,
+                               opts.workers);
+      j["val_top1"] = ComputeMetrics(pv.logits, pv.labels, store->num_classes()).top1;
+      j["val_split"] = opts.val_split;
+    }
+  }
+  if (!opts.confusion_png.empty()) j["confusion_png"] = opts.confusion_png;
+  if (!opts.curves_png.empty()) j["curves_png"] = opts.curves_png;
   if (!opts.confusion_png.empty())
     PlotConfusionMatrix(m.confusion, store->class_names(),
                         Msg(ds, " ", opts.split, ": ", ck.meta.kind, " ", ck.meta.model.arch, ", top-1 ",

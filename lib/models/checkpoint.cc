@@ -91,7 +91,7 @@ void ReadModelStateStrict(const h5::File& f, const std::string& group, torch::nn
 }
 
 void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const CheckpointMeta& meta,
-                    const TrainState* state, const Provenance& provenance) {
+                    const TrainState* state, const Provenance& provenance, torch::nn::Module* aux) {
   h5::CheckOutputPath(path, kCheckpointFormat);
   h5::AtomicFile atomic(path);
   h5::File f = h5::File::Create(atomic.temp_path());
@@ -116,6 +116,7 @@ void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const Check
     f.SetAttr("train_state", "best_metric", state->best_metric);
     f.SetAttr("train_state", "best_epoch", state->best_epoch);
     f.SetJsonAttr("train_state", "extra", state->extra);
+    if (aux) WriteModelState(f, "train_state/aux", *aux);
   }
   WriteProvenance(f, provenance);
   f.Close();

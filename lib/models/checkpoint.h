@@ -61,8 +61,9 @@ void WriteModelState(h5::File& f, const std::string& group, torch::nn::Module& m
 void ReadModelStateStrict(const h5::File& f, const std::string& group, torch::nn::Module& module);
 
 // Writes a checkpoint atomically to `path` (refusing to overwrite a file that is not a checkpoint).
+// `aux` (training-only modules) is stored with the training state under /train_state/aux.
 void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const CheckpointMeta& meta,
-                    const TrainState* state, const Provenance& provenance);
+                    const TrainState* state, const Provenance& provenance, torch::nn::Module* aux = nullptr);
 
 struct LoadedCheckpoint {
   Net net{nullptr};

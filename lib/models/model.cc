@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "models/joint.h"
 #include "models/zoo.h"
 #include "util/error.h"
 #include "util/json_view.h"
@@ -15,15 +16,17 @@ std::vector<std::string> ArchNames() {
 }
 
 nlohmann::json ModelConfig::ToJson() const {
-  return {{"arch", arch},           {"in_channels", in_channels}, {"head_classes", head_classes},
+  nlohmann::json j = {{"arch", arch},           {"in_channels", in_channels}, {"head_classes", head_classes},
           {"head_names", head_names}, {"small_stem", small_stem}, {"width", width},
           {"embed_dim", embed_dim}, {"dropout", dropout},         {"drop_path", drop_path}};
+  if (!joint.is_null()) j["joint"] = joint;
+  return j;
 }
 
 ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& where) {
   JsonView v(j, where);
   v.AllowOnly({"arch", "in_channels", "head_classes", "head_names", "small_stem", "width", "embed_dim",
-               "dropout", "drop_path"});
+               "dropout", "drop_path", "joint"});
   ModelConfig c;
   c.arch = v.Str("arch");
   c.in_channels = static_cast<int>(v.Int("in_channels"));
@@ -35,6 +38,7 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& wh
   c.embed_dim = static_cast<int>(v.Int("embed_dim", 0));
   c.dropout = v.Num("dropout", 0.0);
   c.drop_path = v.Num("drop_path", 0.0);
+  if (j.contains("joint")) c.joint = j.at("joint");
   try {
     c.Check();
   } catch (const Error& e) {
@@ -46,7 +50,9 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& wh
 void ModelConfig::Check() const {
   std::vector<std::string> p;
   auto archs = ArchNames();
-  if (std::find(archs.begin(), archs.end(), arch) == archs.end())
+  if (arch == "joint" ? !joint.is_object() : !joint.is_null())
+    p.push_back(arch == "joint" ? "arch joint needs its joint specification" : "only arch joint has a joint specification");
+  if (arch != "joint" && std::find(archs.begin(), archs.end(), arch) == archs.end())
     p.push_back("unknown architecture '" + arch + "' (valid: " +
                 std::accumulate(archs.begin() + 1, archs.end(), archs[0],
                                 [](std::string a, const std::string& b) { return a + ", " + b; }) + ")");
@@ -165,6 +171,7 @@ LevelMap NetImpl::Forward(const torch::Tensor& x, const std::vector<std::string>
 
 Net BuildModel(const ModelConfig& config) {
   config.Check();
+  if (config.arch == "joint") return BuildJointNet(config);
   if (config.arch.rfind("resnet", 0) == 0) return Net(MakeResNet(config));
   if (config.arch == "efficientnet_b0") return Net(MakeEfficientNetB0(config));
   return Net(MakeSEResNeXt26t(config));

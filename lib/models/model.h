@@ -26,6 +26,8 @@ struct ModelConfig {
   int embed_dim = 2048;     // MLFD dense "embed" level size; 0 = none; skipped when == feature dim
   double dropout = 0.0;     // before the head(s)
   double drop_path = 0.0;   // stochastic depth rate (linearly increasing over blocks)
+  // arch "joint" only: the MLFD joint teacher's specification (models/joint.h, JointSpec).
+  nlohmann::json joint;
 
   nlohmann::json ToJson() const;
   // Validates every key (unknown arch lists the valid ones); `where` prefixes error messages.
@@ -45,12 +47,12 @@ class NetImpl : public torch::nn::Module {
   // Every level in forward order: backbone maps (e.g. "stem", "layer1".."layer4" for ResNets,
   // "stem", "stage1".."stage7", "head_conv" for EfficientNet), then "pool" (N x F), "embed"
   // (N x E, only if the model has one) and "logits".
-  std::vector<std::string> LevelNames() const;
+  virtual std::vector<std::string> LevelNames() const;
   // Runs the network and returns the requested levels (computing only as far as needed);
   // "logits" are those of head `head`. An unknown name throws Error listing the valid names.
-  LevelMap Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head = 0);
+  virtual LevelMap Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head = 0);
   // Logits of head `head`.
-  torch::Tensor forward(const torch::Tensor& x, int head = 0);
+  virtual torch::Tensor forward(const torch::Tensor& x, int head = 0);
   // Backbone + pool + embed: the vector every head reads (N x E, or N x F without embed).
   torch::Tensor Features(const torch::Tensor& x);
   // Applies dropout (in training) and head `head` to Features() output.
@@ -60,7 +62,7 @@ class NetImpl : public torch::nn::Module {
   int feature_dim() const { return feature_dim_; }   // F: channels after the backbone
   int embed_dim() const { return has_embed_ ? config_.embed_dim : 0; }
   // Output channels of each backbone map level (for adaptors and regressors).
-  std::map<std::string, int> LevelChannels() const;
+  virtual std::map<std::string, int> LevelChannels() const;
 
  protected:
   explicit NetImpl(ModelConfig config) : config_(std::move(config)) {}

@@ -1,7 +1,10 @@
 // Optimisers, schedules, optimiser (de)serialisation and loss scaling.
 #include "train/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <tuple>
 #include <sstream>
 #include <cstring>
 #include <mutex>
@@ -69,18 +72,31 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimOptions& o, to
 }
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
-    const OptimOptions& o, const std::vector<std::pair<std::string, torch::Tensor>>& named_params) {
-  std::vector<torch::Tensor> decay, no_decay;
+    const OptimOptions& o, const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
+    const std::function<double(const std::string&)>& lr_scale, std::vector<double>* group_scales) {
+  // Groups keyed by (lr scale, decay); scale 1 with decay first, as before.
+  std::map<std::pair<double, bool>, std::vector<torch::Tensor>> by_key;
   for (const auto& [name, t] : named_params) {
     if (!t.requires_grad()) continue;
     bool is_bias_or_norm = t.dim() <= 1;  // biases, BN/LN weights and biases
-    (o.no_decay_norm_bias && is_bias_or_norm ? no_decay : decay).push_back(t);
+    double scale = lr_scale ? lr_scale(name) : 1.0;
+    by_key[{-scale, !(o.no_decay_norm_bias && is_bias_or_norm)}].push_back(t);
   }
-  if (decay.empty() && no_decay.empty()) throw Error("optimizer: no trainable parameters");
+  if (by_key.empty()) throw Error("optimizer: no trainable parameters");
+  std::vector<std::tuple<std::vector<torch::Tensor>, double, double, bool>> plan;  // params, wd, scale, decay
+  for (auto& [key, ts] : by_key) plan.emplace_back(ts, key.second ? o.weight_decay : 0.0, -key.first, key.second);
+  // Within a scale the decay group comes first (std::map put it second).
+  std::stable_sort(plan.begin(), plan.end(), [](const auto& a, const auto& b) {
+    if (std::get<2>(a) != std::get<2>(b)) return std::get<2>(a) > std::get<2>(b);
+    return std::get<3>(a) && !std::get<3>(b);
+  });
+  if (group_scales) {
+    group_scales->clear();
+    for (auto& p : plan) group_scales->push_back(std::get<2>(p));
+  }
   auto groups = [&](auto make_options) {
     std::vector<torch::optim::OptimizerParamGroup> g;
-    if (!decay.empty()) g.emplace_back(decay, make_options(o.weight_decay));
-    if (!no_decay.empty()) g.emplace_back(no_decay, make_options(0.0));
+    for (auto& p : plan) g.emplace_back(std::get<0>(p), make_options(std::get<1>(p)));
     return g;
   };
   if (o.optimizer == "sgd") {
@@ -132,6 +148,11 @@ double LearningRate(const OptimOptions& o, int64_t step, int64_t total_steps, in
 
 void SetLearningRate(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+void SetLearningRate(torch::optim::Optimizer& opt, double lr, const std::vector<double>& scales) {
+  auto& groups = opt.param_groups();
+  for (size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lr * (i < scales.size() ? scales[i] : 1.0));
 }
 
 std::string SerializeOptimizer(torch::optim::Optimizer& opt) {

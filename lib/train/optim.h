@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <boost/program_options.hpp>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,12 +38,18 @@ struct OptimOptions {
 // Builds the optimiser over `module`'s trainable parameters (two groups when no_decay_norm_bias).
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimOptions& o, torch::nn::Module& module);
 // The same over an explicit list of parameters (names decide the no-decay group).
+// `lr_scale` (optional) gives a parameter's learning rate relative to the schedule's; the groups'
+// scales are returned in `group_scales` for SetLearningRate.
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
-    const OptimOptions& o, const std::vector<std::pair<std::string, torch::Tensor>>& named_params);
+    const OptimOptions& o, const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
+    const std::function<double(const std::string&)>& lr_scale = nullptr,
+    std::vector<double>* group_scales = nullptr);
 
 // Learning rate at `step` (0-based) of `total_steps`, with `steps_per_epoch` for epoch-based knobs.
 double LearningRate(const OptimOptions& o, int64_t step, int64_t total_steps, int64_t steps_per_epoch);
 void SetLearningRate(torch::optim::Optimizer& opt, double lr);
+// Group i gets lr * scales[i].
+void SetLearningRate(torch::optim::Optimizer& opt, double lr, const std::vector<double>& scales);
 
 // Optimiser state <-> bytes (LibTorch's archive format), for checkpoints and exact resume.
 std::string SerializeOptimizer(torch::optim::Optimizer& opt);

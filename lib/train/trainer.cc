@@ -113,13 +113,17 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
 
   torch::nn::Module& model = *task.model;
   model.to(device);
+  if (task.aux) task.aux->to(device);
   auto params = task.parameters;
   if (params.empty())
     for (const auto& p : model.named_parameters(true)) params.emplace_back(p.key(), p.value());
+  if (task.aux)
+    for (const auto& p : task.aux->named_parameters(true)) params.emplace_back("aux." + p.key(), p.value());
   std::vector<torch::Tensor> param_tensors;
   for (const auto& [n, t] : params)
     if (t.requires_grad()) param_tensors.push_back(t);
-  auto optimizer = MakeOptimizer(optim, params);
+  std::vector<double> group_scales;
+  auto optimizer = MakeOptimizer(optim, params, task.lr_scale, &group_scales);
   LossScaler scaler;
 
   TrainResult result;
@@ -136,6 +140,12 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     model.to(torch::kCPU);
     ReadModelStateStrict(f, "state", model);
     model.to(device);
+    if (task.aux) {
+      task.aux->to(torch::kCPU);
+      ReadModelStateStrict(f, "train_state/aux", *task.aux);
+      task.aux->to(device);
+    }
+    if (task.load_extra) task.load_extra(f.GetJsonAttr("train_state", "extra"));
     auto o = f.ReadVector<uint8_t>("train_state/optimizer");
     DeserializeOptimizer(*optimizer, std::string(o.begin(), o.end()));
     auto r = f.ReadVector<uint8_t>("train_state/torch_rng");
@@ -156,6 +166,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   double images_total = 0, seconds_total = 0;
   for (int64_t epoch = start_epoch; epoch < loop.epochs; ++epoch) {
     model.train();
+    if (task.aux) task.aux->train();
     loader.StartEpoch(epoch);
     auto t0 = std::chrono::steady_clock::now();
     auto last_log = t0;
@@ -167,7 +178,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     while (loader.Next(&batch)) {
       Batch b = ToDevice(batch, device);
       lr = LearningRate(optim, global_step, total_steps, spe);
-      SetLearningRate(*optimizer, lr);
+      SetLearningRate(*optimizer, lr, group_scales);
       optimizer->zero_grad();
       StepOutput out;
       {
@@ -232,6 +243,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                           ". Lower --lr or check the data."));
     }
     model.eval();
+    if (task.aux) task.aux->eval();
     nlohmann::json val;
     {
       torch::NoGradGuard no_grad;
@@ -271,10 +283,13 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     state.global_step = global_step;
     state.best_metric = result.best_metric;
     state.best_epoch = result.best_epoch;
+    if (task.save_extra) state.extra = task.save_extra();
     model.to(torch::kCPU);
-    SaveCheckpoint(files.last, model, meta, &state, provenance);
+    if (task.aux) task.aux->to(torch::kCPU);
+    SaveCheckpoint(files.last, model, meta, &state, provenance, task.aux);
     if (improved) SaveCheckpoint(files.best, model, meta, nullptr, provenance);
     model.to(device);
+    if (task.aux) task.aux->to(device);
     MLOG(INFO) << "epoch " << epoch + 1 << "/" << loop.epochs << ": train loss "
                << record["train_loss"].get<double>() << " acc " << record["train_acc"].get<double>()
                << ", val " << metric << (improved ? " (best)" : "") << ", "

@@ -59,6 +59,14 @@ struct TrainTask {
   std::function<nlohmann::json()> validate;
   // Checkpoint metadata for the current state (epoch and metrics are filled in by the loop).
   std::function<CheckpointMeta()> meta;
+  // Training-only modules (regressors, projectors): trained with the model (parameter names
+  // "aux.<name>"), kept in <out>.last.h5 for resume, never in the output checkpoint.
+  torch::nn::Module* aux = nullptr;
+  // Learning rate of a parameter relative to the schedule's (empty = 1 for all).
+  std::function<double(const std::string&)> lr_scale;
+  // Extra training state (e.g. running statistics) saved in <out>.last.h5 and given back on resume.
+  std::function<nlohmann::json()> save_extra;
+  std::function<void(const nlohmann::json&)> load_extra;
 };
 
 struct TrainResult {

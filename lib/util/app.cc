@@ -244,4 +244,20 @@ int RunMain(const std::string& app_name, const std::function<int()>& body) {
   }
 }
 
+std::vector<std::string> SplitCsv(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  auto flush = [&] {
+    size_t a = cur.find_first_not_of(" \t"), b = cur.find_last_not_of(" \t");
+    if (a != std::string::npos) out.push_back(cur.substr(a, b - a + 1));
+    cur.clear();
+  };
+  for (char ch : s) {
+    if (ch == ',') flush();
+    else cur += ch;
+  }
+  flush();
+  return out;
+}
+
 }  // namespace mlfd

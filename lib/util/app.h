@@ -96,4 +96,7 @@ nlohmann::json VersionInfo();
 // Sets LibTorch's (and OpenCV's) CPU thread count; 0 means all cores. Returns the count used.
 int SetThreadCount(int threads);
 
+// "a,b,,c" -> {"a", "b", "c"} (spaces around items trimmed, empty items dropped).
+std::vector<std::string> SplitCsv(const std::string& s);
+
 }  // namespace mlfd

@@ -1,0 +1,38 @@
+// report: the comparison table of a run (or several seeds' runs) from evaluate's JSON files.
+#include <iostream>
+
+#include "eval/report.h"
+#include "util/app.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+int main(int argc, char** argv) {
+  return mlfd::RunMain("report", [&] {
+    mlfd::CommandLine cli(
+        {"report",
+         "Gathers evaluate's JSON files (run with --name <model>, on the test split) into one table per "
+         "dataset: individual model, joint-training baseline, T*, KD, FitNet and MLFD students (and any "
+         "other named model), with test top-1 as mean and standard deviation over the runs given (seeds) "
+         "and validation top-1 next to it, followed by the findings (does the MLFD student beat the "
+         "individual model and the joint-training baseline; T* against each own teacher). Prints "
+         "Markdown; writes Markdown and HTML (with the plots) when asked.",
+         "report [options] <eval1.json> [<eval2.json> ...]",
+         "report --md runs/demo/report.md --html runs/demo/report.html runs/demo/seed*/eval/*.json"});
+    std::string md, html, title = "MLFD comparison report";
+    std::vector<std::string> files;
+    cli.options().add_options()("md", mlfd::po::value(&md), "write the Markdown report here")(
+        "html", mlfd::po::value(&html), "write the HTML report here")(
+        "title", mlfd::po::value(&title)->default_value(title), "report title");
+    cli.AddPositionalList("eval", &files, "evaluate JSON files");
+    if (!cli.Parse(argc, argv)) return 0;
+    auto tables = mlfd::GatherReport(files);
+    std::string text = mlfd::ReportMarkdown(tables, title);
+    if (!md.empty()) mlfd::WriteTextAtomic(md, text);
+    if (!html.empty()) {
+      std::string dir = html.find('/') == std::string::npos ? "." : html.substr(0, html.rfind('/'));
+      mlfd::WriteTextAtomic(html, mlfd::ReportHtml(tables, title, dir));
+    }
+    std::cout << text;
+    return 0;
+  });
+}

@@ -1,0 +1,309 @@
+// extract_features and the feature-cache reader.
+#include "distill/feature_cache.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "data/image_store.h"
+#include "data/loader.h"
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "models/checkpoint.h"
+#include "models/joint.h"
+#include "util/app.h"
+#include "util/device.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+namespace mlfd {
+
+namespace po = boost::program_options;
+
+void ExtractOptions::Register(po::options_description& d) {
+  d.add_options()("levels",
+                  po::value<std::string>()->default_value("")->notifier([this](const std::string& s) { levels = SplitCsv(s); }),
+                  "comma-separated level names to store (logits are always stored)")(
+      "splits",
+      po::value<std::string>()->default_value("train,val,test")->notifier([this](const std::string& s) { splits = SplitCsv(s); }),
+      "comma-separated splits of the store")(
+      "teacher-inputs", po::value(&teacher_inputs)->default_value(teacher_inputs)->implicit_value(true),
+      "joint teacher: also store every teacher's fusion map and logits (for finetune_joint --teacher-maps cached)")(
+      "dtype", po::value(&dtype)->default_value(dtype), "float16 | float32 (maps and vectors)")(
+      "dataset", po::value(&dataset)->default_value(dataset), "head to use (default: the store's dataset)")(
+      "device", po::value(&device)->default_value(device), "auto | cpu | cuda[:i]")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "images per forward pass")(
+      "workers", po::value(&workers)->default_value(workers), "loader threads");
+}
+
+void ExtractOptions::Check() const {
+  OptionChecker c;
+  c.Require(!splits.empty(), "splits", "name at least one split");
+  c.Require(dtype == "float16" || dtype == "float32", "dtype", "must be float16 or float32");
+  c.Require(batch_size >= 1, "batch-size", "must be >= 1");
+  c.Require(workers >= 1, "workers", "must be >= 1");
+  c.Throw();
+}
+
+namespace {
+int64_t PeakRssBytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+}  // namespace
+
+nlohmann::json ExtractFeatures(const std::string& model_path, const std::string& store_path, const std::string& out,
+                               const ExtractOptions& opts, Provenance provenance) {
+  h5::CheckOutputPath(out, kFeatureFormat);
+  torch::Device device = ParseDevice(opts.device);
+  LoadedCheckpoint ck = LoadCheckpoint(model_path);
+  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
+  provenance.AddInputFingerprint("model", model_path, ck.sha256);
+  provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
+  const std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
+  const HeadInfo& info = ck.meta.Dataset(ds, model_path);
+  if (store->channels() != info.channels)
+    throw Error(Msg(store_path, ": images have ", store->channels(), " channel(s) but ", model_path,
+                    " was trained on ", info.channels));
+  std::vector<std::string> levels = opts.levels;
+  if (opts.teacher_inputs) {
+    JointNetImpl& j = AsJoint(ck.net, model_path);
+    for (int i = 0; i < j.num_teachers(); ++i)
+      for (const auto& l : {j.TeacherLevel(i), j.TeacherLogitsLevel(i)})
+        if (std::find(levels.begin(), levels.end(), l) == levels.end()) levels.push_back(l);
+  }
+  if (std::find(levels.begin(), levels.end(), "logits") == levels.end()) levels.push_back("logits");
+  const auto valid = ck.net->LevelNames();
+  for (const auto& l : levels)
+    if (std::find(valid.begin(), valid.end(), l) == valid.end()) {
+      std::string list;
+      for (const auto& n : valid) list += (list.empty() ? "" : ", ") + n;
+      throw UsageError(Msg("--levels: ", model_path, " has no level '", l, "' (valid: ", list, ")"));
+    }
+  for (const auto& s : opts.splits) store->split(s);  // fail early on an unknown split
+
+  h5::AtomicFile atomic(out);
+  h5::File f = h5::File::Create(atomic.temp_path());
+  f.SetAttr("/", "format", kFeatureFormat);
+  f.SetAttr("/", "format_version", static_cast<int64_t>(kFeatureVersion));
+  f.SetAttr("/", "model_path", model_path);
+  f.SetAttr("/", "model_sha256", ck.sha256);
+  f.SetAttr("/", "store_path", store_path);
+  f.SetAttr("/", "store_sha256", store->Fingerprint());
+  f.SetAttr("/", "dataset", ds);
+  f.SetAttr("/", "head", static_cast<int64_t>(info.head));
+  f.SetJsonAttr("/", "levels", levels);
+  f.SetAttr("/", "dtype", opts.dtype);
+  f.SetJsonAttr("/", "model", ck.meta.model.ToJson());
+
+  Net net = ck.net;
+  net->to(device);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const torch::ScalarType map_type = opts.dtype == "float16" ? torch::kFloat16 : torch::kFloat32;
+  const int64_t k = static_cast<int64_t>(info.class_names.size());
+  AugmentConfig eval;
+  eval.out_size = (info.height == store->height() && info.width == store->width()) ? 0 : info.height;
+  nlohmann::json summary = {{"levels", nlohmann::json::object()}};
+  int64_t total_bytes = 0, total_images = 0;
+  Progress progress("extracting features", [&] {
+    int64_t n = 0;
+    for (const auto& s : opts.splits) n += static_cast<int64_t>(store->split(s).size());
+    return n;
+  }(), "images");
+  for (const auto& split : opts.splits) {
+    const auto& rows = store->split(split);
+    const int64_t n = static_cast<int64_t>(rows.size());
+    f.Write(split + "/indices", h5::DType::kInt64, {n}, rows.data());
+    std::vector<int64_t> labels;
+    for (int64_t r : rows) labels.push_back(store->labels()[static_cast<size_t>(r)]);
+    f.Write(split + "/labels", h5::DType::kInt64, {n}, labels.data());
+    if (n == 0) continue;
+    LoaderOptions lo;
+    lo.shuffle = false;
+    lo.train_augment = false;
+    lo.augment = eval;
+    lo.workers = opts.workers;
+    lo.cache_in_memory = false;  // bounded memory: rows are read batch by batch
+    Loader loader({LoaderSource{store, rows, opts.batch_size, info.mean, info.std}}, lo);
+    loader.StartEpoch(0);
+    Batch b;
+    int64_t row = 0;
+    bool created = false;
+    while (loader.Next(&b)) {
+      LevelMap r = net->Forward(b.images.to(device), levels, info.head);
+      r["logits"] = r.at("logits").narrow(1, info.label_offset, k);
+      for (const auto& l : levels) {
+        torch::Tensor t = r.at(l).to(torch::kCPU, l == "logits" ? torch::kFloat32 : map_type).contiguous();
+        if (!created) {
+          h5::Shape shape{n};
+          for (int64_t i = 1; i < t.dim(); ++i) shape.push_back(t.size(i));
+          h5::DatasetOptions o;
+          o.chunk_rows = 1;  // one chunk per sample: a batch of rows is one read per sample
+          f.CreateDataset(split + "/" + l, ToH5(t.scalar_type()), shape, o);
+          summary["levels"][l] = shape;
+        }
+        if (!torch::isfinite(t).all().item<bool>())
+          throw Error(Msg(model_path, ": non-finite values at level ", l, " (", split, " rows ", row, "..",
+                          row + t.size(0) - 1, ")", l == "logits" ? "" : "; try --dtype float32"));
+        WriteTensorRows(f, split + "/" + l, row, t);
+        total_bytes += t.numel() * static_cast<int64_t>(t.element_size());
+      }
+      created = true;
+      row += b.images.size(0);
+      total_images += b.images.size(0);
+      progress.Add(b.images.size(0));
+    }
+  }
+  progress.Finish();
+  WriteProvenance(f, provenance);
+  f.Close();
+  atomic.Commit();
+  summary["out"] = out;
+  summary["images"] = total_images;
+  summary["feature_bytes"] = total_bytes;
+  summary["seconds"] = progress.ElapsedSeconds();
+  summary["peak_rss_bytes"] = PeakRssBytes();
+  MLOG(INFO) << "wrote " << out << ": " << total_images << " images, " << total_bytes / 1e6 << " MB of features, peak RSS "
+             << PeakRssBytes() / 1e6 << " MB";
+  return summary;
+}
+
+FeatureCache::FeatureCache(const std::string& path) : path_(path) {
+  file_ = std::make_unique<h5::File>(h5::File::Open(path));
+  if (!file_->HasAttr("/", "format") || file_->GetStringAttr("/", "format") != kFeatureFormat)
+    throw Error(Msg(path, ": not a feature cache (no format=\"", kFeatureFormat, "\" attribute)"));
+  int64_t v = file_->GetIntAttr("/", "format_version");
+  if (v != kFeatureVersion)
+    throw Error(Msg(path, ": feature cache version ", v, ", this tool reads ", kFeatureVersion));
+  model_sha_ = file_->GetStringAttr("/", "model_sha256");
+  store_sha_ = file_->GetStringAttr("/", "store_sha256");
+  model_path_ = file_->GetStringAttr("/", "model_path");
+  store_path_ = file_->GetStringAttr("/", "store_path");
+  levels_ = file_->GetJsonAttr("/", "levels").get<std::vector<std::string>>();
+}
+
+FeatureCache::~FeatureCache() = default;
+FeatureCache::FeatureCache(FeatureCache&&) noexcept = default;
+
+std::vector<std::string> FeatureCache::splits() const {
+  std::vector<std::string> s;
+  for (const auto& n : file_->List("/"))
+    if (file_->Exists(n + "/indices")) s.push_back(n);
+  return s;
+}
+
+void FeatureCache::CheckModel(const std::string& model_path, const std::string& sha) const {
+  if (sha != model_sha_)
+    throw Error(Msg(path_, ": stale or foreign feature cache: made from ", model_path_, " (sha256 ",
+                    model_sha_.substr(0, 12), "), but the model is ", model_path, " (sha256 ", sha.substr(0, 12),
+                    "); rerun extract_features"));
+}
+
+void FeatureCache::CheckStore(const std::string& store_path, const std::string& sha) const {
+  if (sha != store_sha_)
+    throw Error(Msg(path_, ": stale or foreign feature cache: made from image store ", store_path_, " (sha256 ",
+                    store_sha_.substr(0, 12), "), but the store is ", store_path, " (sha256 ", sha.substr(0, 12),
+                    "); rerun extract_features"));
+}
+
+void FeatureCache::RequireLevels(const std::vector<std::string>& levels) const {
+  for (const auto& l : levels)
+    if (std::find(levels_.begin(), levels_.end(), l) == levels_.end()) {
+      std::string list;
+      for (const auto& n : levels_) list += (list.empty() ? "" : ", ") + n;
+      throw Error(Msg(path_, ": the feature cache has no level '", l, "' (it has: ", list,
+                      "); rerun extract_features with --levels including it"));
+    }
+}
+
+void FeatureCache::RequireSplit(const std::string& split) const {
+  if (!file_->Exists(split + "/indices")) {
+    std::string list;
+    for (const auto& n : splits()) list += (list.empty() ? "" : ", ") + n;
+    throw Error(Msg(path_, ": the feature cache has no split '", split, "' (it has: ", list, ")"));
+  }
+}
+
+std::vector<int64_t> FeatureCache::SampleShape(const std::string& split, const std::string& level) const {
+  RequireSplit(split);
+  RequireLevels({level});
+  auto s = file_->Info(split + "/" + level).shape;
+  return {s.begin() + 1, s.end()};
+}
+
+const std::unordered_map<int64_t, int64_t>& FeatureCache::RowMap(const std::string& split) {
+  auto it = rows_.find(split);
+  if (it != rows_.end()) return it->second;
+  RequireSplit(split);
+  auto idx = file_->ReadVector<int64_t>(split + "/indices");
+  std::unordered_map<int64_t, int64_t> m;
+  for (size_t i = 0; i < idx.size(); ++i) m[idx[i]] = static_cast<int64_t>(i);
+  return rows_[split] = std::move(m);
+}
+
+bool FeatureCache::Preload(const std::string& split, const std::vector<std::string>& levels, int64_t max_bytes) {
+  RequireSplit(split);
+  RequireLevels(levels);
+  int64_t bytes = 0;
+  for (const auto& l : levels) {
+    auto info = file_->Info(split + "/" + l);
+    int64_t n = 1;
+    for (auto d : info.shape) n *= d;
+    bytes += n * (info.dtype == h5::DType::kFloat16 ? 2 : 4);
+  }
+  if (bytes > max_bytes) return false;
+  for (const auto& l : levels) memory_[split + "/" + l] = ReadTensor(*file_, split + "/" + l);
+  return true;
+}
+
+torch::Tensor FeatureCache::Read(const std::string& split, const std::string& level, const torch::Tensor& store_rows) {
+  const auto& map = RowMap(split);
+  RequireLevels({level});
+  torch::Tensor rows = store_rows.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t n = rows.numel();
+  std::vector<int64_t> cache_rows(static_cast<size_t>(n));
+  const int64_t* r = rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = map.find(r[i]);
+    if (it == map.end())
+      throw Error(Msg(path_, ": image-store row ", r[i], " is not in the cached '", split,
+                      "' split (stale cache or another split?)"));
+    cache_rows[static_cast<size_t>(i)] = it->second;
+  }
+  auto mem = memory_.find(split + "/" + level);
+  if (mem != memory_.end())
+    return mem->second.index_select(0, torch::from_blob(cache_rows.data(), {n}, torch::kInt64)).to(torch::kFloat32);
+  // From disk: sorted, contiguous runs read at once, then put back in the asked order.
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cache_rows[static_cast<size_t>(a)] < cache_rows[static_cast<size_t>(b)]; });
+  std::vector<torch::Tensor> parts(static_cast<size_t>(n));
+  const std::string name = split + "/" + level;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i + 1;
+    int64_t first = cache_rows[static_cast<size_t>(order[i])];
+    while (j < order.size() && cache_rows[static_cast<size_t>(order[j])] == first + static_cast<int64_t>(j - i)) ++j;
+    torch::Tensor run = ReadTensorRows(*file_, name, first, static_cast<int64_t>(j - i));
+    for (size_t k = i; k < j; ++k) parts[static_cast<size_t>(order[k])] = run[static_cast<int64_t>(k - i)];
+    i = j;
+  }
+  return torch::stack(parts).to(torch::kFloat32);
+}
+
+torch::Tensor FeatureCache::Labels(const std::string& split) const {
+  RequireSplit(split);
+  return ReadTensor(*file_, split + "/labels");
+}
+
+torch::Tensor FeatureCache::Indices(const std::string& split) const {
+  RequireSplit(split);
+  return ReadTensor(*file_, split + "/indices");
+}
+
+}  // namespace mlfd

@@ -1,0 +1,98 @@
+// The multi-level feature cache (format "mlfd.features", docs/formats.md): a frozen network's
+// named levels over the splits of an image store, written by extract_features and read by
+// finetune_joint and distill_student.
+//
+//   /                       attrs: format, format_version, model_sha256, model_path, store_sha256,
+//                           store_path, dataset, head, levels (JSON), dtype, provenance
+//   /<split>/indices        int64 N      rows of the image store, in cache order
+//   /<split>/labels         int64 N
+//   /<split>/<level>        N x C x H x W (maps) or N x C (vectors), float16 or float32, one chunk
+//                           per sample; "logits" (float32) are those of the store's dataset
+//
+// Extraction streams: one batch at a time is in memory whatever N is. Readers check both
+// fingerprints against their inputs and refuse a stale or foreign cache.
+#pragma once
+
+#include <torch/types.h>
+
+#include <boost/program_options.hpp>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "util/provenance.h"
+
+namespace mlfd {
+
+namespace h5 {
+class File;
+}
+
+inline constexpr const char* kFeatureFormat = "mlfd.features";
+inline constexpr int kFeatureVersion = 1;
+
+struct ExtractOptions {
+  std::vector<std::string> levels;                    // level names; "logits" is always added
+  bool teacher_inputs = false;  // joint teacher: add every teacher's fusion map and logits (the
+                                // inputs finetune_joint --teacher-maps cached reads)
+  std::vector<std::string> splits{"train", "val", "test"};  // splits present in the store
+  std::string dtype = "float16";                      // float16 | float32 (maps and vectors)
+  std::string dataset;                                // head to use; default: the store's dataset
+  std::string device = "auto";
+  int64_t batch_size = 256;
+  int workers = 2;
+
+  void Register(boost::program_options::options_description& d);
+  void Check() const;
+};
+
+// Runs the frozen network of `model` over `store` and writes the cache atomically. Returns a JSON
+// summary (levels with shapes, bytes, seconds, peak RSS).
+nlohmann::json ExtractFeatures(const std::string& model, const std::string& store, const std::string& out,
+                               const ExtractOptions& opts, Provenance provenance);
+
+class FeatureCache {
+ public:
+  // Opens and validates the format. The file stays open for reads.
+  explicit FeatureCache(const std::string& path);
+  ~FeatureCache();
+  FeatureCache(FeatureCache&&) noexcept;
+
+  const std::string& path() const { return path_; }
+  const std::string& model_sha256() const { return model_sha_; }
+  const std::string& store_sha256() const { return store_sha_; }
+  const std::vector<std::string>& levels() const { return levels_; }
+  std::vector<std::string> splits() const;
+
+  // Refuses (Error, one line) a cache not made from this model / store.
+  void CheckModel(const std::string& model_path, const std::string& model_sha256) const;
+  void CheckStore(const std::string& store_path, const std::string& store_sha256) const;
+  // Error listing the valid names when a level or split is absent.
+  void RequireLevels(const std::vector<std::string>& levels) const;
+  void RequireSplit(const std::string& split) const;
+
+  // Shape of one sample of a level (C x H x W or C).
+  std::vector<int64_t> SampleShape(const std::string& split, const std::string& level) const;
+  // Loads the split's levels into memory (as stored) when they fit in `max_bytes`; otherwise reads
+  // stay on disk. Returns whether they were loaded.
+  bool Preload(const std::string& split, const std::vector<std::string>& levels, int64_t max_bytes);
+  // Rows of a level for image-store rows `store_rows` (int64, any order), as float32 on CPU.
+  // Error if a row is not in the split.
+  torch::Tensor Read(const std::string& split, const std::string& level, const torch::Tensor& store_rows);
+  torch::Tensor Labels(const std::string& split) const;
+  torch::Tensor Indices(const std::string& split) const;
+
+ private:
+  const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
+
+  std::string path_, model_sha_, store_sha_, model_path_, store_path_;
+  std::vector<std::string> levels_;
+  std::unique_ptr<h5::File> file_;
+  std::map<std::string, std::unordered_map<int64_t, int64_t>> rows_;
+  std::map<std::string, torch::Tensor> memory_;  // "<split>/<level>" -> all rows
+};
+
+}  // namespace mlfd

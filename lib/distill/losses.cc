@@ -1,0 +1,109 @@
+// Distillation loss terms.
+#include "distill/losses.h"
+
+#include "util/error.h"
+
+namespace mlfd {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor SoftTargetLoss(const torch::Tensor& zs, const torch::Tensor& zt, double t) {
+  torch::Tensor p = torch::softmax(zt.to(torch::kFloat32) / t, 1);
+  torch::Tensor logq = torch::log_softmax(zs.to(torch::kFloat32) / t, 1);
+  return -(p * logq).sum(1).mean() * (t * t);
+}
+
+std::pair<torch::Tensor, torch::Tensor> MatchSpatial(const torch::Tensor& a, const torch::Tensor& b, bool pool,
+                                                     const std::string& what) {
+  if (a.dim() != b.dim())
+    throw Error(Msg(what, ": a ", a.dim(), "-d level cannot be matched with a ", b.dim(), "-d level"));
+  if (a.dim() != 4 || (a.size(2) == b.size(2) && a.size(3) == b.size(3))) return {a, b};
+  if (!pool)
+    throw Error(Msg(what, ": spatial sizes differ (student ", a.size(2), "x", a.size(3), ", teacher ", b.size(2), "x",
+                    b.size(3), "); choose other levels or pass --pool-mismatch"));
+  int64_t h = std::min(a.size(2), b.size(2)), w = std::min(a.size(3), b.size(3));
+  return {torch::adaptive_avg_pool2d(a, {h, w}), torch::adaptive_avg_pool2d(b, {h, w})};
+}
+
+namespace {
+
+class CeTerm : public LossTerm {
+ public:
+  CeTerm(double w, double ls) : LossTerm("ce", w), ls_(ls) {}
+  std::vector<std::string> student_levels() const override { return {"logits"}; }
+  torch::Tensor Compute(const Signals& s) override {
+    return F::cross_entropy(s.student.at("logits").to(torch::kFloat32), s.labels,
+                            F::CrossEntropyFuncOptions().label_smoothing(ls_));
+  }
+
+ private:
+  double ls_;
+};
+
+class KdTerm : public LossTerm {
+ public:
+  KdTerm(double w, double t) : LossTerm("kd", w), t_(t) {}
+  std::vector<std::string> student_levels() const override { return {"logits"}; }
+  std::vector<std::string> teacher_levels() const override { return {"logits"}; }
+  torch::Tensor Compute(const Signals& s) override {
+    const auto& zs = s.student.at("logits");
+    const auto& zt = s.teacher.at("logits");
+    if (zs.size(1) != zt.size(1))
+      throw Error(Msg("kd: the teacher predicts ", zt.size(1), " classes, the student ", zs.size(1)));
+    return SoftTargetLoss(zs, zt, t_);
+  }
+
+ private:
+  double t_;
+};
+
+class HintTerm : public LossTerm {
+ public:
+  HintTerm(double w, std::string sl, int sc, std::string tl, int tc, bool map, const std::string& regressor, bool pool)
+      : LossTerm("mse_" + sl + "_" + tl, w), sl_(std::move(sl)), tl_(std::move(tl)), pool_(pool) {
+    bool need = regressor == "conv" || (regressor == "auto" && sc != tc);
+    if (regressor == "none" && sc != tc)
+      throw UsageError(Msg("level pair ", sl_, ":", tl_, ": ", sc, " vs ", tc, " channels need a regressor"));
+    if (need) {
+      module_ = std::make_shared<torch::nn::Module>();
+      if (map)
+        conv_ = module_->register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(sc, tc, 1).bias(false)));
+      else
+        linear_ = module_->register_module("linear", torch::nn::Linear(sc, tc));
+    }
+  }
+  std::vector<std::string> student_levels() const override { return {sl_}; }
+  std::vector<std::string> teacher_levels() const override { return {tl_}; }
+  std::shared_ptr<torch::nn::Module> adapter() override { return module_; }
+  torch::Tensor Compute(const Signals& s) override {
+    torch::Tensor a = s.student.at(sl_);
+    torch::Tensor b = s.teacher.at(tl_).to(a.scalar_type());
+    if (module_) {
+      if ((a.dim() == 4) != static_cast<bool>(conv_))
+        throw Error(Msg(name(), ": level ", sl_, " is ", a.dim(), "-d, not what its regressor was built for"));
+      a = conv_ ? conv_->forward(a) : linear_->forward(a);
+    }
+    auto [x, y] = MatchSpatial(a, b, pool_, name());
+    if (x.sizes() != y.sizes())
+      throw Error(Msg(name(), ": student ", x.sizes(), " vs teacher ", y.sizes()));
+    return F::mse_loss(x.to(torch::kFloat32), y.to(torch::kFloat32));
+  }
+
+ private:
+  std::string sl_, tl_;
+  bool pool_;
+  std::shared_ptr<torch::nn::Module> module_;
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::Linear linear_{nullptr};
+};
+
+}  // namespace
+
+std::unique_ptr<LossTerm> MakeCeTerm(double weight, double ls) { return std::make_unique<CeTerm>(weight, ls); }
+std::unique_ptr<LossTerm> MakeKdTerm(double weight, double t) { return std::make_unique<KdTerm>(weight, t); }
+std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& sl, int sc, const std::string& tl, int tc,
+                                       bool map, const std::string& regressor, bool pool) {
+  return std::make_unique<HintTerm>(weight, sl, sc, tl, tc, map, regressor, pool);
+}
+
+}  // namespace mlfd

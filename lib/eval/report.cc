@@ -1,0 +1,203 @@
+// The comparison report.
+#include "eval/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/json_view.h"
+
+namespace mlfd {
+
+namespace {
+// The report's row order; other names follow alphabetically.
+const std::vector<std::string>& KnownModels() {
+  static const std::vector<std::string> k{"teacher", "joint_baseline", "joint", "kd", "fitnet", "mlfd_code", "mlfd"};
+  return k;
+}
+
+std::string Describe(const std::string& model) {
+  static const std::map<std::string, std::string> d{
+      {"teacher", "individual (stage-1 teacher, this dataset only)"},
+      {"joint_baseline", "joint-training baseline"},
+      {"joint", "joint teacher T*"},
+      {"kd", "KD student (from the individual teacher)"},
+      {"fitnet", "FitNet student (from the individual teacher)"},
+      {"mlfd_code", "MLFD student, last map only (mlfd_code)"},
+      {"mlfd", "MLFD student"}};
+  auto it = d.find(model);
+  return it == d.end() ? model : it->second;
+}
+
+double Mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? NAN : s / static_cast<double>(v.size());
+}
+
+double Std(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  double m = Mean(v), s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+std::string Pct(double x) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.2f", 100 * x);
+  return b;
+}
+
+std::string HtmlEscape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else if (c == '"') o += "&quot;";
+    else o += c;
+  }
+  return o;
+}
+
+const ReportRow* Find(const ReportTable& t, const std::string& model) {
+  for (const auto& r : t.rows)
+    if (r.model == model) return &r;
+  return nullptr;
+}
+
+// Findings per dataset, as plain sentences.
+std::vector<std::string> Findings(const ReportTable& t) {
+  std::vector<std::string> f;
+  const ReportRow* mlfd = Find(t, "mlfd");
+  const ReportRow* ind = Find(t, "teacher");
+  const ReportRow* jb = Find(t, "joint_baseline");
+  const ReportRow* joint = Find(t, "joint");
+  auto cmp = [&](const ReportRow* a, const ReportRow* b, const std::string& what) {
+    if (!a || !b || a->test_top1.empty() || b->test_top1.empty()) return;
+    double d = Mean(a->test_top1) - Mean(b->test_top1);
+    f.push_back(Msg(Describe(a->model), " ", d > 0 ? "beats" : "does not beat", " ", what, " on test top-1 (",
+                    d >= 0 ? "+" : "", Pct(d), " points, means over ", a->test_top1.size(), " and ",
+                    b->test_top1.size(), " runs)."));
+  };
+  cmp(mlfd, ind, "the individually trained model");
+  cmp(mlfd, jb, "the joint-training baseline");
+  if (joint && ind && !joint->val_top1.empty() && !ind->val_top1.empty()) {
+    double d = Mean(joint->val_top1) - Mean(ind->val_top1);
+    f.push_back(Msg("On validation, T* is ", d >= 0 ? "+" : "", Pct(d), " points against the dataset's own teacher (",
+                    Pct(Mean(joint->val_top1)), " vs ", Pct(Mean(ind->val_top1)), ")",
+                    d > 0 ? "." : ": the student cannot gain much from a T* that is not better than the teacher."));
+  }
+  return f;
+}
+}  // namespace
+
+std::string MeanStd(const std::vector<double>& v) {
+  if (v.empty()) return "-";
+  if (v.size() == 1) return Pct(v[0]);
+  return Pct(Mean(v)) + " ± " + Pct(Std(v));
+}
+
+std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
+  std::map<std::string, std::map<std::string, ReportRow>> by;
+  std::vector<std::string> dataset_order;
+  for (const auto& path : files) {
+    nlohmann::json j = ReadJsonFile(path);
+    JsonView v(j, path);
+    std::string name = v.Str("name", "");
+    if (name.empty()) throw Error(Msg(path, ": no \"name\" (run evaluate with --name <model>)"));
+    std::string ds = v.Str("dataset");
+    if (v.Str("split") != "test") throw Error(Msg(path, ": split '", v.Str("split"), "'; the report shows test results"));
+    if (!by.count(ds)) dataset_order.push_back(ds);
+    ReportRow& r = by[ds][name];
+    r.model = name;
+    r.arch = v.Str("arch", "");
+    r.test_top1.push_back(j.at("metrics").at("top1").get<double>());
+    if (j.contains("val_top1")) r.val_top1.push_back(j.at("val_top1").get<double>());
+    r.runs.push_back(path);
+    r.confusion_png.push_back(j.value("confusion_png", ""));
+    r.curves_png.push_back(j.value("curves_png", ""));
+  }
+  std::vector<ReportTable> out;
+  for (const auto& ds : dataset_order) {
+    ReportTable t;
+    t.dataset = ds;
+    for (const auto& k : KnownModels())
+      if (by[ds].count(k)) t.rows.push_back(by[ds][k]);
+    for (const auto& [k, r] : by[ds])
+      if (std::find(KnownModels().begin(), KnownModels().end(), k) == KnownModels().end()) t.rows.push_back(r);
+    out.push_back(t);
+  }
+  return out;
+}
+
+std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title) {
+  std::string s = "# " + title + "\n\n";
+  s += "Top-1 accuracy (%), mean ± standard deviation over runs (seeds). Each run's checkpoint is the epoch "
+       "with the best validation accuracy; the test split is read only here.\n";
+  for (const auto& t : tables) {
+    s += "\n## " + t.dataset + "\n\n| model | arch | runs | test top-1 | val top-1 |\n|---|---|---|---|---|\n";
+    for (const auto& r : t.rows)
+      s += Msg("| ", Describe(r.model), " | ", r.arch, " | ", r.test_top1.size(), " | ", MeanStd(r.test_top1), " | ",
+               MeanStd(r.val_top1), " |\n");
+    auto f = Findings(t);
+    if (!f.empty()) {
+      s += "\n";
+      for (const auto& x : f) s += "- " + x + "\n";
+    }
+  }
+  return s;
+}
+
+std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir) {
+  namespace fs = std::filesystem;
+  auto rel = [&](const std::string& p) {
+    if (p.empty()) return std::string();
+    std::error_code ec;
+    fs::path r = fs::relative(fs::absolute(p), fs::absolute(html_dir.empty() ? "." : html_dir), ec);
+    return ec ? p : r.string();
+  };
+  std::string h = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + HtmlEscape(title) +
+                  "</title>\n<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:"
+                  "collapse;margin:1em 0}td,th{border:1px solid #999;padding:.3em .7em;text-align:left}"
+                  "td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:30em;margin:.3em}"
+                  "</style></head>\n<body>\n<h1>" +
+                  HtmlEscape(title) +
+                  "</h1>\n<p>Top-1 accuracy (%), mean &plusmn; standard deviation over runs (seeds). Each run's "
+                  "checkpoint is the epoch with the best validation accuracy; the test split is read only by "
+                  "evaluate.</p>\n";
+  for (const auto& t : tables) {
+    h += "<h2>" + HtmlEscape(t.dataset) + "</h2>\n<table class=\"results\" data-dataset=\"" + HtmlEscape(t.dataset) +
+         "\">\n<tr><th>model</th><th>arch</th><th>runs</th><th>test top-1</th><th>val top-1</th></tr>\n";
+    for (const auto& r : t.rows)
+      h += Msg("<tr data-model=\"", HtmlEscape(r.model), "\"><td>", HtmlEscape(Describe(r.model)), "</td><td>",
+               HtmlEscape(r.arch), "</td><td class=\"num\">", r.test_top1.size(), "</td><td class=\"num test\">",
+               HtmlEscape(MeanStd(r.test_top1)), "</td><td class=\"num val\">", HtmlEscape(MeanStd(r.val_top1)),
+               "</td></tr>\n");
+    h += "</table>\n";
+    auto f = Findings(t);
+    if (!f.empty()) {
+      h += "<ul>\n";
+      for (const auto& x : f) h += "<li>" + HtmlEscape(x) + "</li>\n";
+      h += "</ul>\n";
+    }
+    h += "<details><summary>Plots (first run of each model)</summary>\n";
+    for (const auto& r : t.rows) {
+      h += "<h3>" + HtmlEscape(Describe(r.model)) + "</h3>\n";
+      if (!r.curves_png.empty() && !r.curves_png[0].empty() && PathExists(r.curves_png[0]))
+        h += "<img alt=\"training curves\" src=\"" + HtmlEscape(rel(r.curves_png[0])) + "\">";
+      if (!r.confusion_png.empty() && !r.confusion_png[0].empty() && PathExists(r.confusion_png[0]))
+        h += "<img alt=\"confusion matrix\" src=\"" + HtmlEscape(rel(r.confusion_png[0])) + "\">";
+      h += "\n";
+    }
+    h += "</details>\n";
+  }
+  h += "</body></html>\n";
+  return h;
+}
+
+}  // namespace mlfd

@@ -1,0 +1,39 @@
+// The comparison report: every evaluated model of a run (evaluate's JSON files, one per model,
+// dataset and seed) gathered into one table per dataset, with test top-1 as mean and standard
+// deviation over seeds (the checkpoint of each run is the epoch chosen on validation), validation
+// top-1 next to it, and T* against each dataset's own teacher on validation. Written as Markdown
+// and as a self-contained HTML page that links the training-curve and confusion-matrix plots.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mlfd {
+
+struct ReportRow {
+  std::string model;                 // evaluate --name (e.g. teacher, joint_baseline, joint, kd, fitnet, mlfd)
+  std::string arch;
+  std::vector<double> test_top1, val_top1;  // one per seed (run)
+  std::vector<std::string> runs;     // where each value came from
+  std::vector<std::string> confusion_png, curves_png;
+};
+
+struct ReportTable {
+  std::string dataset;
+  std::vector<ReportRow> rows;  // in the report's order
+};
+
+// Reads evaluate JSON files (each must have "name", "dataset", "split" and metrics).
+std::vector<ReportTable> GatherReport(const std::vector<std::string>& eval_files);
+
+// Markdown: one table per dataset, then the findings (does the MLFD student beat the individual
+// model and the joint-training baseline; T* vs own teacher on validation).
+std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title);
+// HTML (plots referenced relative to `html_dir`).
+std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir);
+
+// "12.34 ± 0.56" (percent) or "12.34" for one value.
+std::string MeanStd(const std::vector<double>& v);
+
+}  // namespace mlfd
