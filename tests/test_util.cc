@@ -10,6 +10,11 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <random>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "util/error.h"
 
 namespace mlfd_test {
 
@@ -67,5 +72,32 @@ RunResult RunShell(const std::string& command) {
 }
 
 std::string SystemPython() { return FileExists("/usr/bin/python3") ? "/usr/bin/python3" : "python3"; }
+
+// A tiny, learnable store: class c images are dark noise with a bright c-th quadrant/stripe.
+std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
+                      int channels, uint64_t seed) {
+  namespace fs = std::filesystem;
+  std::string root = tmp / (name + "_imgs");
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  for (int c = 0; c < classes; ++c) {
+    fs::create_directories(mlfd::Msg(root, "/c", c));
+    for (int k = 0; k < per_class; ++k) {
+      cv::Mat img(size, size, channels == 1 ? CV_8UC1 : CV_8UC3);
+      cv::randu(img, 0, 60);
+      int band = size / classes;
+      img(cv::Rect(c * band, 0, band, size)) += cv::Scalar(150, 150, 150);
+      cv::imwrite(mlfd::Msg(root, "/c", c, "/", k, ".png"), img);
+    }
+  }
+  std::string manifest = tmp / (name + ".json");
+  WriteText(manifest, mlfd::Msg(R"({"name": ")", name, R"(", "classes": "folders", "sources": [{"kind": "folder", "root": ")",
+                                     root, R"("}], "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},)",
+                                     R"("image": {"size": )", size, R"(, "channels": )", channels, "}}"));
+  std::string store = tmp / (name + ".h5");
+  auto r = RunTool("prepare_data", "-v 0 " + manifest + " " + store);
+  if (r.exit_code != 0) throw std::runtime_error("prepare_data failed: " + r.err);
+  return store;
+}
+
 
 }  // namespace mlfd_test

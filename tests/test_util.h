@@ -1,6 +1,7 @@
 // Helpers shared by the tests: temporary directories, running stage binaries, reading files.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace mlfd_test {
@@ -33,5 +34,10 @@ std::string ReadText(const std::string& path);
 void WriteText(const std::string& path, const std::string& text);
 // The Debian python3 (with h5py/numpy/torch), not whatever python3 is first on PATH.
 std::string SystemPython();
+
+// A tiny, learnable image store written by prepare_data: class c images are dark noise with a
+// bright c-th vertical band. Splits 60/20/20 (stratified). Returns the store path.
+std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
+                      int channels, uint64_t seed);
 
 }  // namespace mlfd_test

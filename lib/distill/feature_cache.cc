@@ -186,6 +186,7 @@ FeatureCache::FeatureCache(const std::string& path) : path_(path) {
   model_path_ = file_->GetStringAttr("/", "model_path");
   store_path_ = file_->GetStringAttr("/", "store_path");
   levels_ = file_->GetJsonAttr("/", "levels").get<std::vector<std::string>>();
+  dtype_ = file_->GetStringAttr("/", "dtype");
 }
 
 FeatureCache::~FeatureCache() = default;

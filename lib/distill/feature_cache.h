@@ -65,6 +65,7 @@ class FeatureCache {
   const std::string& model_sha256() const { return model_sha_; }
   const std::string& store_sha256() const { return store_sha_; }
   const std::vector<std::string>& levels() const { return levels_; }
+  const std::string& dtype() const { return dtype_; }  // of maps and vectors: float16 | float32
   std::vector<std::string> splits() const;
 
   // Refuses (Error, one line) a cache not made from this model / store.
@@ -88,7 +89,7 @@ class FeatureCache {
  private:
   const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
 
-  std::string path_, model_sha_, store_sha_, model_path_, store_path_;
+  std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_;
   std::vector<std::string> levels_;
   std::unique_ptr<h5::File> file_;
   std::map<std::string, std::unordered_map<int64_t, int64_t>> rows_;

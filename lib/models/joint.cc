@@ -66,12 +66,6 @@ JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where)
   return s;
 }
 
-namespace {
-torch::nn::Sequential BnGelu(int c) {
-  return torch::nn::Sequential(torch::nn::BatchNorm2d(c), torch::nn::GELU());
-}
-}  // namespace
-
 JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
   spec_ = JointSpec::FromJson(config.joint, "joint");
   if (static_cast<int>(spec_.own_teacher.size()) != num_heads())
@@ -116,9 +110,9 @@ JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
   register_module("fusion", fusion_);
   stages_ = torch::nn::ModuleList();
   for (int k = 0; k < spec_.stages; ++k) {
-    torch::nn::Sequential s(torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.cout, spec_.cout, 3).stride(2).padding(1)));
-    for (auto& m : *BnGelu(spec_.cout)) s->push_back(m);
-    stages_->push_back(s);
+    stages_->push_back(torch::nn::Sequential(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.cout, spec_.cout, 3).stride(2).padding(1)),
+        torch::nn::BatchNorm2d(spec_.cout), torch::nn::GELU()));
   }
   register_module("stages", stages_);
   BuildHead(spec_.cout, "fc");

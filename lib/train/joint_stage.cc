@@ -392,9 +392,10 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
   for (const auto& rec : r.history)
     if (rec.value("epoch", -1) == r.best_epoch)
       for (const auto& s : stores)
-        if (rec.contains("val_" + s->name() + "_teacher_top1"))
+        if (rec.contains("val_" + s->name() + "_teacher_top1")) {
           MLOG(INFO) << s->name() << ": T* " << opts.val_split << " top-1 " << rec["val_" + s->name() + "_top1"].get<double>()
                      << " vs its own teacher " << rec["val_" + s->name() + "_teacher_top1"].get<double>();
+        }
   return r;
 }
 

@@ -1,0 +1,481 @@
+// Stages 2 and 3: the joint teacher T* (levels, shapes, frozen referenced teachers, sha256 refusal,
+// size checks, residual logits), the feature cache (streamed writes, fingerprints, row lookup,
+// values against a direct forward pass, h5py), the loss terms against closed forms, and
+// finetune_joint / distill_student / report end to end on tiny data.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/image_store.h"
+#include "distill/feature_cache.h"
+#include "distill/losses.h"
+#include "distill/student.h"
+#include "eval/report.h"
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "models/checkpoint.h"
+#include "models/joint.h"
+#include "test_util.h"
+#include "util/error.h"
+#include "util/sha256.h"
+
+using namespace mlfd;
+using mlfd_test::MakeStore;
+using mlfd_test::RunTool;
+using mlfd_test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kTrain = "-v 0 --threads 2 --device cpu --small-stem --embed-dim 16 --batch-size 16 --workers 2 "
+                     "--lr 0.05 --seed 3";
+
+// Two tiny datasets and a teacher on each (two architectures); shared by the end-to-end tests.
+struct Group {
+  TempDir tmp;
+  std::string a, b, ta, tb;
+  Group() {
+    a = MakeStore(tmp, "dsa", 3, 20, 12, 1, 21);
+    b = MakeStore(tmp, "dsb", 2, 20, 12, 1, 22);
+    ta = tmp / "ta.h5";
+    tb = tmp / "tb.h5";
+    auto r1 = RunTool("train_teacher", Msg(kTrain, " --arch resnet18 --width 0.125 --epochs 5 --out ", ta, " ", a));
+    auto r2 = RunTool("train_teacher", Msg(kTrain, " --arch resnet34 --width 0.125 --epochs 5 --out ", tb, " ", b));
+    if (r1.exit_code != 0 || r2.exit_code != 0) throw std::runtime_error(r1.err + r2.err);
+  }
+};
+
+Group& SharedGroup() {
+  static Group g;
+  return g;
+}
+
+double MaxRelErr(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("build_joint: levels, shapes, frozen referenced teachers", "[joint]") {
+  Group& g = SharedGroup();
+  std::string j = g.tmp / "j_init.h5";
+  auto r = RunTool("build_joint", Msg("-v 0 --level layer4 --adaptor-dim 8 --cout 12 --stages 1 --dropout 0.3 --out ", j,
+                                      " --teacher ", g.ta, " --teacher ", g.tb));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  LoadedCheckpoint ck = LoadCheckpoint(j);
+  CHECK(ck.meta.kind == "joint");
+  REQUIRE(ck.meta.datasets.size() == 2);
+  CHECK(ck.meta.datasets[0].dataset == "dsa");
+  CHECK(ck.meta.datasets[1].mean == std::vector<double>{0.0});  // raw pixels in
+  Net net = ck.net;
+  JointNetImpl& joint = AsJoint(net, j);
+  CHECK(joint.num_teachers() == 2);
+  auto levels = net->LevelNames();
+  std::vector<std::string> want{"teacher0.layer4", "teacher1.layer4", "teacher0.logits", "teacher1.logits",
+                                "fused", "fused1", "pool", "logits"};
+  CHECK(levels == want);
+  net->eval();
+  torch::NoGradGuard ng;
+  torch::Tensor x = torch::rand({3, 1, 12, 12});
+  LevelMap out = net->Forward(x, {"teacher1.layer4", "fused", "fused1", "pool", "logits"}, 1);
+  // 12 px, small stem: layer4 is 2x2 (stride 8... ResNet: 12 -> 12, 6, 3, 2).
+  CHECK(out.at("teacher1.layer4").sizes() == torch::IntArrayRef({3, 64, 2, 2}));
+  CHECK(out.at("fused").sizes() == torch::IntArrayRef({3, 12, 2, 2}));
+  CHECK(out.at("fused1").sizes() == torch::IntArrayRef({3, 12, 1, 1}));
+  CHECK(out.at("pool").sizes() == torch::IntArrayRef({3, 12}));
+  CHECK(out.at("logits").sizes() == torch::IntArrayRef({3, 2}));
+  // The teacher maps equal the teacher's own forward pass on its normalisation.
+  LoadedCheckpoint tb = LoadCheckpoint(g.tb);
+  tb.net->eval();
+  const auto& h = tb.meta.datasets[0];
+  torch::Tensor direct = tb.net->Forward((x - h.mean[0]) / h.std[0], {"layer4"}).at("layer4");
+  CHECK(MaxRelErr(out.at("teacher1.layer4"), direct) < 1e-5);
+  // Teachers are referred to, not stored; only adaptors/trunk/heads are trainable.
+  h5::File f = h5::File::Open(j);
+  for (const auto& n : f.List("state")) CHECK(n.rfind("teachers.", 0) != 0);
+  int64_t trainable = 0;
+  for (const auto& p : net->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+  CHECK(trainable > 0);
+  CHECK(trainable < 20000);
+  auto summary = nlohmann::json::parse(r.out);
+  CHECK(summary["trainable_parameters"].get<int64_t>() == trainable);
+
+  SECTION("embedded teachers load without the teacher files") {
+    std::string e = g.tmp / "j_emb.h5";
+    REQUIRE(RunTool("build_joint", Msg("-v 0 --embed-teachers --adaptor-dim 8 --out ", e, " --teacher ", g.ta,
+                                       " --teacher ", g.tb)).exit_code == 0);
+    h5::File fe = h5::File::Open(e);
+    int teacher_keys = 0;
+    for (const auto& n : fe.List("state")) teacher_keys += n.rfind("teachers.", 0) == 0;
+    CHECK(teacher_keys > 100);
+    LoadedCheckpoint ce = LoadCheckpoint(e);
+    ce.net->eval();
+    auto o = ce.net->Forward(x, {"teacher0.layer4"}, 0).at("teacher0.layer4");
+    LoadedCheckpoint ta = LoadCheckpoint(g.ta);
+    ta.net->eval();
+    const auto& ha = ta.meta.datasets[0];
+    CHECK(MaxRelErr(o, ta.net->Forward((x - ha.mean[0]) / ha.std[0], {"layer4"}).at("layer4")) < 1e-5);
+  }
+  SECTION("a changed teacher is refused") {
+    std::string copy = g.tmp / "ta_copy.h5";
+    fs::copy_file(g.ta, copy, fs::copy_options::overwrite_existing);
+    std::string j2 = g.tmp / "j_copy.h5";
+    REQUIRE(RunTool("build_joint", Msg("-v 0 --adaptor-dim 8 --out ", j2, " --teacher ", copy, " --teacher ", g.tb))
+                .exit_code == 0);
+    { h5::File w = h5::File::Open(copy, true); w.SetAttr("/", "epoch", int64_t{99}); }
+    auto ev = RunTool("evaluate", Msg("-v 0 --device cpu ", j2, " ", g.a));
+    CHECK(ev.exit_code == 1);
+    CHECK(ev.err.find("changed since the joint teacher was built") != std::string::npos);
+  }
+  SECTION("fusion maps of different sizes: a clear error, or adaptive pooling") {
+    auto bad = RunTool("build_joint", Msg("-v 0 --level layer3,layer4 --out ", g.tmp / "bad.h5", " --teacher ", g.ta,
+                                          " --teacher ", g.tb));
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.find("3 x 3") != std::string::npos);
+    CHECK(bad.err.find("2 x 2") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "bad.h5"));
+    auto ok = RunTool("build_joint", Msg("-v 0 --level layer3,layer4 --fuse-pool adaptive --adaptor-dim 8 --out ",
+                                         g.tmp / "ad.h5", " --teacher ", g.ta, " --teacher ", g.tb));
+    INFO(ok.err);
+    REQUIRE(ok.exit_code == 0);
+    LoadedCheckpoint ad = LoadCheckpoint(g.tmp / "ad.h5");
+    ad.net->eval();
+    CHECK(ad.net->Forward(x, {"fused"}, 0).at("fused").size(2) == 2);
+  }
+  SECTION("unknown level names list the valid ones") {
+    auto bad = RunTool("build_joint", Msg("-v 0 --level layer9 --out ", g.tmp / "bad2.h5", " --teacher ", g.ta));
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("valid: stem, layer1, layer2, layer3, layer4") != std::string::npos);
+  }
+}
+
+TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teacher", "[joint]") {
+  Group& g = SharedGroup();
+  std::string j = g.tmp / "j_res.h5";
+  auto r = RunTool("build_joint", Msg("-v 0 --residual-logits --adaptor-dim 8 --out ", j, " --teacher ", g.ta,
+                                      " --teacher ", g.tb));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  LoadedCheckpoint ck = LoadCheckpoint(j), ta = LoadCheckpoint(g.ta);
+  ck.net->eval();
+  ta.net->eval();
+  torch::NoGradGuard ng;
+  torch::Tensor x = torch::rand({4, 1, 12, 12});
+  const auto& h = ta.meta.datasets[0];
+  CHECK(MaxRelErr(ck.net->forward(x, 0), ta.net->forward((x - h.mean[0]) / h.std[0], 0)) < 1e-5);
+}
+
+TEST_CASE("extract_features: the cache equals a direct forward pass; stale caches are refused", "[features]") {
+  Group& g = SharedGroup();
+  std::string cache = g.tmp / "fa.h5";
+  auto r = RunTool("extract_features", Msg("-v 0 --device cpu --batch-size 5 --levels layer3,embed --out ", cache, " ",
+                                           g.ta, " ", g.a));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto summary = nlohmann::json::parse(r.out);
+  CHECK(summary["images"] == 60);
+  CHECK(summary["peak_rss_bytes"].get<int64_t>() > 0);
+  FeatureCache fc(cache);
+  CHECK(fc.levels() == std::vector<std::string>{"layer3", "embed", "logits"});
+  CHECK(fc.SampleShape("train", "layer3") == std::vector<int64_t>{32, 3, 3});
+  LoadedCheckpoint ck = LoadCheckpoint(g.ta);
+  CHECK_NOTHROW(fc.CheckModel(g.ta, ck.sha256));
+  CHECK_THROWS_WITH(fc.CheckModel(g.tb, Sha256File(g.tb)), Catch::Contains("stale or foreign feature cache"));
+  auto store = std::make_shared<ImageStore>(ImageStore::Open(g.a));
+  CHECK_NOTHROW(fc.CheckStore(g.a, store->Fingerprint()));
+  CHECK_THROWS_WITH(fc.RequireLevels({"layer9"}), Catch::Contains("it has: layer3, embed, logits"));
+  h5::File f = h5::File::Open(cache);
+  CHECK(f.Info("val/layer3").dtype == h5::DType::kFloat16);
+  CHECK(f.Info("val/logits").dtype == h5::DType::kFloat32);
+  // Rows asked in any order (from disk and from memory) equal the direct forward pass.
+  const auto& val = store->split("val");
+  std::vector<int64_t> rows(val.rbegin(), val.rend());
+  torch::Tensor idx = torch::tensor(rows);
+  std::vector<uint8_t> pix(rows.size() * 144);
+  store->ReadIndices(rows, pix.data());
+  torch::Tensor x = torch::from_blob(pix.data(), {static_cast<int64_t>(rows.size()), 1, 12, 12}, torch::kUInt8)
+                        .to(torch::kFloat32) / 255.0;
+  const auto& h = ck.meta.datasets[0];
+  x = (x - h.mean[0]) / h.std[0];
+  ck.net->eval();
+  torch::NoGradGuard ng;
+  LevelMap direct = ck.net->Forward(x, {"layer3", "embed", "logits"});
+  torch::Tensor disk = fc.Read("val", "layer3", idx);
+  CHECK(MaxRelErr(disk, direct.at("layer3")) < 1e-3);
+  CHECK(MaxRelErr(fc.Read("val", "logits", idx), direct.at("logits")) < 1e-6);
+  REQUIRE(fc.Preload("val", {"layer3", "embed"}, int64_t{1} << 30));
+  CHECK(torch::equal(fc.Read("val", "layer3", idx), disk));
+  CHECK(MaxRelErr(fc.Read("val", "embed", idx), direct.at("embed")) < 1e-3);
+  CHECK_THROWS_WITH(fc.Read("test", "layer3", idx), Catch::Contains("is not in the cached 'test' split"));
+  CHECK(fc.Labels("val").size(0) == static_cast<int64_t>(val.size()));
+
+  SECTION("h5py reads it as docs/formats.md says") {
+    std::string code = R"PY(
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], 'r')
+assert f.attrs['format'] == 'mlfd.features', f.attrs['format']
+d = f['val/layer3']
+assert d.dtype == np.float16 and d.chunks[0] == 1, (d.dtype, d.chunks)
+np.save(sys.argv[2], d[...].astype(np.float32))
+assert d.shape[0] == len(f['val/indices']) == len(f['val/labels'])
+print(d.shape[1:])
+)PY";
+    auto py = mlfd_test::RunPython(g.tmp.path(), code, cache + " " + g.tmp / "l3.npy");
+    INFO(py.err);
+    REQUIRE(py.exit_code == 0);
+    CHECK(py.out.find("(32, 3, 3)") != std::string::npos);
+  }
+  SECTION("unknown levels and a joint-only flag fail with one line, and write nothing") {
+    auto bad = RunTool("extract_features", Msg("-v 0 --levels layer7 --out ", g.tmp / "x.h5", " ", g.ta, " ", g.a));
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("valid: stem, layer1") != std::string::npos);
+    auto bad2 = RunTool("extract_features", Msg("-v 0 --teacher-inputs --out ", g.tmp / "x.h5", " ", g.ta, " ", g.a));
+    CHECK(bad2.exit_code == 1);
+    CHECK(bad2.err.find("not a joint teacher") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "x.h5"));
+  }
+}
+
+TEST_CASE("loss terms match closed forms", "[distill][losses]") {
+  torch::Tensor zs = torch::tensor({{1.0, 2.0, 0.5}, {0.0, -1.0, 3.0}});
+  torch::Tensor zt = torch::tensor({{2.0, 0.0, 1.0}, {1.0, 1.0, 1.0}});
+  const double T = 2.0;
+  double expect = 0;
+  for (int i = 0; i < 2; ++i) {
+    double pt[3], ls[3], zt_sum = 0, zs_sum = 0;
+    for (int c = 0; c < 3; ++c) zt_sum += std::exp(zt[i][c].item<double>() / T), zs_sum += std::exp(zs[i][c].item<double>() / T);
+    for (int c = 0; c < 3; ++c) {
+      pt[c] = std::exp(zt[i][c].item<double>() / T) / zt_sum;
+      ls[c] = zs[i][c].item<double>() / T - std::log(zs_sum);
+      expect -= pt[c] * ls[c];
+    }
+  }
+  expect = expect / 2 * T * T;
+  CHECK(SoftTargetLoss(zs, zt, T).item<double>() == Approx(expect).epsilon(1e-6));
+  // The soft-target loss is smallest when the student copies the teacher.
+  CHECK(SoftTargetLoss(zt, zt, T).item<double>() < SoftTargetLoss(zs, zt, T).item<double>());
+
+  Signals s;
+  s.student["layer4"] = torch::ones({2, 4, 3, 3});
+  s.teacher["fused"] = torch::full({2, 4, 3, 3}, 3.0);
+  auto hint = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", false);
+  CHECK(hint->adapter() == nullptr);  // same channels: no regressor
+  CHECK(hint->Compute(s).item<double>() == Approx(4.0));
+  s.teacher["fused"] = torch::full({2, 4, 6, 6}, 3.0);
+  CHECK_THROWS_WITH(hint->Compute(s), Catch::Contains("spatial sizes differ (student 3x3, teacher 6x6)"));
+  auto pooled = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", true);
+  CHECK(pooled->Compute(s).item<double>() == Approx(4.0));
+  auto reg = MakeHintTerm(1.0, "layer4", 4, "fused", 8, true, "auto", true);
+  REQUIRE(reg->adapter() != nullptr);
+  CHECK(reg->adapter()->parameters().size() == 1);  // 1x1 conv, no bias
+  CHECK(reg->adapter()->parameters()[0].sizes() == torch::IntArrayRef({8, 4, 1, 1}));
+  CHECK_THROWS_WITH(MakeHintTerm(1.0, "layer4", 4, "fused", 8, true, "none", false), Catch::Contains("need a regressor"));
+  Signals ce;
+  ce.student["logits"] = zs;
+  ce.labels = torch::tensor({1, 2});
+  double ce_expect = 0;
+  for (int i = 0; i < 2; ++i) {
+    double sum = 0;
+    for (int c = 0; c < 3; ++c) sum += std::exp(zs[i][c].item<double>());
+    ce_expect -= zs[i][i + 1].item<double>() - std::log(sum);
+  }
+  CHECK(MakeCeTerm(1.0, 0.0)->Compute(ce).item<double>() == Approx(ce_expect / 2).epsilon(1e-6));
+}
+
+TEST_CASE("finetune_joint (online and cached maps) and distill_student end to end", "[joint][distill][e2e]") {
+  Group& g = SharedGroup();
+  std::string init = g.tmp / "e_init.h5";
+  REQUIRE(RunTool("build_joint", Msg("-v 0 --adaptor-dim 16 --dropout 0.2 --out ", init, " --teacher ", g.ta,
+                                     " --teacher ", g.tb)).exit_code == 0);
+  const std::string ft = "-v 0 --threads 2 --device cpu --batch-size 16 --optimizer adam --lr 0.003 --epochs 2 --seed 1 ";
+  auto on = RunTool("finetune_joint", Msg(ft, "--out ", g.tmp / "j_on.h5", " ", init, " ", g.a, " ", g.b));
+  INFO(on.err);
+  REQUIRE(on.exit_code == 0);
+  std::string metrics = mlfd_test::ReadText(g.tmp / "j_on.metrics.jsonl");
+  CHECK(metrics.find("\"val_dsa_teacher_top1\"") != std::string::npos);
+  CHECK(metrics.find("\"train_ce_dsb\"") != std::string::npos);
+  LoadedCheckpoint j = LoadCheckpoint(g.tmp / "j_on.h5");
+  CHECK(j.meta.kind == "joint");
+  CHECK(j.meta.metrics["best_val_metric"].get<double>() > 0.6);  // chance: 0.42
+
+  // Cached mode: the teachers' maps of the initial T*; a cache of another model is refused.
+  for (const auto& [ds, name] : {std::pair{g.a, "ca"}, std::pair{g.b, "cb"}}) {
+    auto ex = RunTool("extract_features", Msg("-v 0 --teacher-inputs --splits train --out ", g.tmp / name, ".h5 ", init, " ", ds));
+    INFO(ex.err);
+    REQUIRE(ex.exit_code == 0);
+  }
+  auto cached = RunTool("finetune_joint", Msg(ft, "--teacher-maps cached --features ", g.tmp / "ca.h5", ",",
+                                              g.tmp / "cb.h5", " --out ", g.tmp / "j_ca.h5", " ", init, " ", g.a, " ", g.b));
+  INFO(cached.err);
+  REQUIRE(cached.exit_code == 0);
+  CHECK(LoadCheckpoint(g.tmp / "j_ca.h5").meta.metrics["best_val_metric"].get<double>() > 0.6);
+  auto stale = RunTool("finetune_joint", Msg(ft, "--teacher-maps cached --features ", g.tmp / "ca.h5", ",", g.tmp / "cb.h5",
+                                             " --out ", g.tmp / "j_st.h5", " ", g.tmp / "j_on.h5", " ", g.a, " ", g.b));
+  CHECK(stale.exit_code == 1);
+  CHECK(stale.err.find("stale or foreign feature cache") != std::string::npos);
+  CHECK_FALSE(mlfd_test::FileExists(g.tmp / "j_st.h5"));
+
+  // Students: MLFD online and cached, KD and FitNet from the own teacher.
+  const std::string st = Msg("-v 0 --threads 2 --device cpu --batch-size 16 --lr 0.05 --epochs 3 --seed 2 --like ", g.ta, " ");
+  auto mlfd = RunTool("distill_student", Msg(st, "--method mlfd --teacher ", g.tmp / "j_on.h5", " --out ",
+                                             g.tmp / "s_mlfd.h5", " ", g.a));
+  INFO(mlfd.err);
+  REQUIRE(mlfd.exit_code == 0);
+  std::string sm = mlfd_test::ReadText(g.tmp / "s_mlfd.metrics.jsonl");
+  for (const char* term : {"train_kd", "train_ce", "train_mse_layer4_fused", "train_mse_embed_pool"}) {
+    INFO(term);
+    CHECK(sm.find(term) != std::string::npos);
+  }
+  LoadedCheckpoint s = LoadCheckpoint(g.tmp / "s_mlfd.h5");
+  CHECK(s.meta.kind == "student");
+  CHECK(s.meta.model.arch == "resnet18");
+  CHECK(s.meta.model.width == 0.125);
+  h5::File sf = h5::File::Open(g.tmp / "s_mlfd.h5");
+  for (const auto& n : sf.List("state")) CHECK(n.find("term") == std::string::npos);  // no regressors exported
+  h5::File lf = h5::File::Open(g.tmp / "s_mlfd.last.h5");
+  CHECK(lf.Exists("train_state/aux/term2.linear.weight"));  // ... but kept for resume
+  auto ev = RunTool("evaluate", Msg("-v 0 --device cpu --name mlfd --out ", g.tmp / "ev.json", " ", g.tmp / "s_mlfd.h5", " ", g.a));
+  INFO(ev.err);
+  REQUIRE(ev.exit_code == 0);
+  auto evj = nlohmann::json::parse(mlfd_test::ReadText(g.tmp / "ev.json"));
+  CHECK(evj["name"] == "mlfd");
+  CHECK(evj["val_top1"].get<double>() >= 0.0);
+
+  std::string fj = g.tmp / "fj.h5";
+  REQUIRE(RunTool("extract_features", Msg("-v 0 --levels fused,pool --splits train --out ", fj, " ", g.tmp / "j_on.h5", " ", g.a))
+              .exit_code == 0);
+  auto mc = RunTool("distill_student", Msg(st, "--method mlfd --teacher-signals cached --features ", fj, " --teacher ",
+                                           g.tmp / "j_on.h5", " --out ", g.tmp / "s_mc.h5", " ", g.a));
+  INFO(mc.err);
+  REQUIRE(mc.exit_code == 0);
+  // Exact resume with the regressors restored.
+  auto part = RunTool("distill_student", Msg(st, "--method mlfd --stop-after 1 --teacher ", g.tmp / "j_on.h5", " --out ",
+                                             g.tmp / "s_res.h5", " ", g.a));
+  REQUIRE(part.exit_code == 0);
+  auto rest = RunTool("distill_student", Msg(st, "--method mlfd --resume --teacher ", g.tmp / "j_on.h5", " --out ",
+                                             g.tmp / "s_res.h5", " ", g.a));
+  INFO(rest.err);
+  REQUIRE(rest.exit_code == 0);
+  h5::File fa = h5::File::Open(g.tmp / "s_mlfd.last.h5"), fb = h5::File::Open(g.tmp / "s_res.last.h5");
+  for (const auto& n : fa.List("state")) CHECK(torch::equal(ReadTensor(fa, "state/" + n), ReadTensor(fb, "state/" + n)));
+
+  for (const char* m : {"kd", "fitnet"}) {
+    auto b = RunTool("distill_student", Msg(st, "--method ", m, " --teacher ", g.ta, " --out ", g.tmp / m, ".h5 ", g.a));
+    INFO(m << ": " << b.err);
+    REQUIRE(b.exit_code == 0);
+  }
+  CHECK(mlfd_test::ReadText(g.tmp / "fitnet.metrics.jsonl").find("train_mse_layer2_layer2") != std::string::npos);
+
+  SECTION("a teacher without the student's labels is refused for logit methods") {
+    auto bad = RunTool("distill_student", Msg(st, "--method kd --teacher ", g.tb, " --out ", g.tmp / "bad.h5 ", g.a));
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.find("has no logits for dataset 'dsa'") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "bad.h5"));
+    auto badp = RunTool("distill_student", Msg(st, "--pairs layer9:fused --teacher ", g.tmp / "j_on.h5", " --out ",
+                                               g.tmp / "bad.h5 ", g.a));
+    CHECK(badp.exit_code == 2);
+    CHECK(badp.err.find("has no level 'layer9'") != std::string::npos);
+  }
+}
+
+TEST_CASE("report: mean and standard deviation over seeds, Markdown and HTML", "[report]") {
+  TempDir tmp;
+  std::vector<std::string> files;
+  auto write = [&](const std::string& name, const std::string& ds, int seed, double test, double val) {
+    std::string p = tmp / Msg(name, "_", ds, "_", seed, ".json");
+    mlfd_test::WriteText(p, nlohmann::json{{"name", name}, {"dataset", ds}, {"split", "test"}, {"arch", "resnet18"},
+                                           {"metrics", {{"top1", test}}}, {"val_top1", val}}
+                                .dump());
+    files.push_back(p);
+  };
+  write("teacher", "mnist", 1, 0.90, 0.91);
+  write("teacher", "mnist", 2, 0.92, 0.93);
+  write("mlfd", "mnist", 1, 0.95, 0.96);
+  write("mlfd", "mnist", 2, 0.97, 0.96);
+  write("joint_baseline", "mnist", 1, 0.99, 0.99);
+  write("joint", "mnist", 1, 0.80, 0.85);
+  auto tables = GatherReport(files);
+  REQUIRE(tables.size() == 1);
+  REQUIRE(tables[0].rows.size() == 4);
+  CHECK(tables[0].rows[0].model == "teacher");
+  CHECK(tables[0].rows[3].model == "mlfd");
+  CHECK(MeanStd(tables[0].rows[0].test_top1) == "91.00 ± 1.41");
+  std::string md = ReportMarkdown(tables, "t");
+  CHECK(md.find("| MLFD student | resnet18 | 2 | 96.00 ± 1.41 | 96.00 ± 0.00 |") != std::string::npos);
+  CHECK(md.find("MLFD student beats the individually trained model on test top-1 (+5.00 points") != std::string::npos);
+  CHECK(md.find("does not beat the joint-training baseline") != std::string::npos);
+  CHECK(md.find("T* is -7.00 points against the dataset's own teacher") != std::string::npos);
+  // The HTML renders in headless Chromium and its table shows the same numbers.
+  std::string html = tmp / "r.html";
+  mlfd_test::WriteText(html, ReportHtml(tables, "t", tmp.path()));
+  auto which = mlfd_test::RunShell("command -v chromium");
+  REQUIRE(which.exit_code == 0);  // scripts/install_deps.sh installs it
+  auto dom = mlfd_test::RunShell("timeout 120 chromium --headless --no-sandbox --disable-gpu --dump-dom file://" + html +
+                                 " 2>/dev/null");
+  REQUIRE(dom.exit_code == 0);
+  CHECK(dom.out.find("<td class=\"num test\">96.00 ± 1.41</td>") != std::string::npos);
+  CHECK(dom.out.find("data-model=\"joint_baseline\"") != std::string::npos);
+  // A file without a name is refused.
+  mlfd_test::WriteText(tmp / "x.json", R"({"dataset": "mnist", "split": "test", "metrics": {"top1": 0.5}})");
+  CHECK_THROWS_WITH(GatherReport({tmp / "x.json"}), Catch::Contains("run evaluate with --name"));
+}
+
+TEST_CASE("Makefile.pipeline: the whole DAG on tiny data, reruns only what is out of date", "[pipeline][e2e]") {
+  TempDir tmp;
+  MakeStore(tmp, "pa", 3, 12, 12, 1, 31);
+  MakeStore(tmp, "pb", 2, 12, 12, 1, 32);
+  const std::string tiny = "--small-stem --width 0.125 --embed-dim 16 --batch-size 16 --workers 1 --lr 0.05 --epochs 2";
+  mlfd_test::WriteText(tmp / "tiny.mk", Msg("DATASETS = pa pb\n",
+                                            "TEACHER_OPTS = ", tiny, " --arch resnet18\n",
+                                            "TEACHER_OPTS_pb = --label-smoothing 0.05\n",
+                                            "BASELINE_OPTS = ", tiny, " --arch resnet18\n",
+                                            "JOINT_BUILD_OPTS = --adaptor-dim 8\n",
+                                            "JOINT_OPTS = --batch-size 16 --workers 1 --optimizer adam --lr 0.003 --epochs 1\n",
+                                            "STUDENT_OPTS = --batch-size 16 --workers 1 --lr 0.05 --epochs 1\n",
+                                            "JOINT_MAPS = cached\nSTUDENT_SIGNALS = cached\n",
+                                            "JOINT_CACHE_LEVELS = fused,pool\nTEACHER_CACHE_LEVELS = layer2\n"));
+  const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=tiny PIPELINE_FILE=", tmp / "tiny.mk",
+                               " MANIFESTS=", tmp.path(), " RUN=", tmp / "run", " BIN=", MLFD_BIN_DIR, " VERBOSE=0 SEEDS='1 2'");
+  auto plan = mlfd_test::RunShell(make + " -n");
+  REQUIRE(plan.exit_code == 0);
+  CHECK(plan.out.find("build_joint") != std::string::npos);
+  CHECK(plan.out.find("--seed 2") != std::string::npos);
+  auto run = mlfd_test::RunShell(make + " -j2");
+  INFO(run.out.substr(run.out.size() > 3000 ? run.out.size() - 3000 : 0) << run.err.substr(run.err.size() > 3000 ? run.err.size() - 3000 : 0));
+  REQUIRE(run.exit_code == 0);
+  std::string report = mlfd_test::ReadText(tmp / "run/report.md");
+  for (const char* row : {"## pa", "## pb", "| individual (stage-1 teacher, this dataset only) | resnet18 | 2 |",
+                          "| joint teacher T* |", "| KD student", "| FitNet student", "| MLFD student | resnet18 | 2 |"}) {
+    INFO(row);
+    CHECK(report.find(row) != std::string::npos);
+  }
+  CHECK(mlfd_test::FileExists(tmp / "run/report.html"));
+  CHECK(mlfd_test::FileExists(tmp / "run/seed2/features/teacher_maps_pb.h5"));
+  auto nothing = mlfd_test::RunShell(make + " -n");  // everything up to date: only the report is printed
+  CHECK(nothing.out.find("train_teacher") == std::string::npos);
+  CHECK(nothing.out.find("bin/evaluate") == std::string::npos);
+  CHECK(nothing.out.find("bin/report") == std::string::npos);
+
+  // Deleting T* reruns finetune_joint and what depends on it, nothing upstream.
+  fs::remove(tmp / "run/seed1/joint/final.h5");
+  auto again = mlfd_test::RunShell(make + " -n");
+  REQUIRE(again.exit_code == 0);
+  CHECK(again.out.find("finetune_joint") != std::string::npos);
+  CHECK(again.out.find("--method mlfd") != std::string::npos);
+  CHECK(again.out.find("train_teacher") == std::string::npos);
+  CHECK(again.out.find("build_joint") == std::string::npos);
+  CHECK(again.out.find("--method kd") == std::string::npos);
+  CHECK(again.out.find("--seed 2") == std::string::npos);  // the other seed is untouched
+
+  // A stage that fails leaves no file make would take as done; the next run finishes the work.
+  auto broken = mlfd_test::RunShell(make + " JOINT_OPTS='--epochs 1 --lr -1'");
+  CHECK(broken.exit_code != 0);
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "run/seed1/joint/final.h5"));
+  auto fixed = mlfd_test::RunShell(make);
+  INFO(fixed.err.substr(fixed.err.size() > 2000 ? fixed.err.size() - 2000 : 0));
+  CHECK(fixed.exit_code == 0);
+  CHECK(mlfd_test::FileExists(tmp / "run/seed1/joint/final.h5"));
+}
