@@ -212,21 +212,31 @@ TEST_CASE("extract_features: the cache equals a direct forward pass; stale cache
   CHECK_THROWS_WITH(fc.Read("test", "layer3", idx), Catch::Contains("is not in the cached 'test' split"));
   CHECK(fc.Labels("val").size(0) == static_cast<int64_t>(val.size()));
 
-  SECTION("h5py reads it as docs/formats.md says") {
+  SECTION("h5py reads it as docs/formats.md says, equal to a direct forward pass") {
+    {
+      h5::File ref = h5::File::Create(g.tmp / "direct.h5");
+      WriteTensor(ref, "layer3", direct.at("layer3").contiguous());
+      WriteTensor(ref, "rows", idx);
+    }
     std::string code = R"PY(
 import sys, h5py, numpy as np
 f = h5py.File(sys.argv[1], 'r')
 assert f.attrs['format'] == 'mlfd.features', f.attrs['format']
 d = f['val/layer3']
 assert d.dtype == np.float16 and d.chunks[0] == 1, (d.dtype, d.chunks)
-np.save(sys.argv[2], d[...].astype(np.float32))
 assert d.shape[0] == len(f['val/indices']) == len(f['val/labels'])
-print(d.shape[1:])
+ref = h5py.File(sys.argv[2], 'r')
+pos = {int(r): i for i, r in enumerate(f['val/indices'][...])}
+cached = np.stack([d[pos[int(r)]] for r in ref['rows'][...]]).astype(np.float32)
+want = ref['layer3'][...]
+print(d.shape[1:], 'relerr', float(np.abs(cached - want).max() / np.abs(want).max()))
 )PY";
-    auto py = mlfd_test::RunPython(g.tmp.path(), code, cache + " " + g.tmp / "l3.npy");
-    INFO(py.err);
+    auto py = mlfd_test::RunPython(g.tmp.path(), code, cache + " " + g.tmp / "direct.h5");
+    INFO(py.out << py.err);
     REQUIRE(py.exit_code == 0);
     CHECK(py.out.find("(32, 3, 3)") != std::string::npos);
+    double rel = std::stod(py.out.substr(py.out.find("relerr") + 7));
+    CHECK(rel < 1e-3);
   }
   SECTION("unknown levels and a joint-only flag fail with one line, and write nothing") {
     auto bad = RunTool("extract_features", Msg("-v 0 --levels layer7 --out ", g.tmp / "x.h5", " ", g.ta, " ", g.a));
@@ -312,6 +322,18 @@ TEST_CASE("finetune_joint (online and cached maps) and distill_student end to en
   INFO(cached.err);
   REQUIRE(cached.exit_code == 0);
   CHECK(LoadCheckpoint(g.tmp / "j_ca.h5").meta.metrics["best_val_metric"].get<double>() > 0.6);
+  // Unfreezing the teachers' last stage embeds them and trains it at its own learning rate.
+  auto unf = RunTool("finetune_joint", Msg(ft, "--unfreeze-last-stage --unfreeze-lr-scale 0.1 --out ",
+                                           g.tmp / "j_unf.h5", " ", init, " ", g.a, " ", g.b));
+  INFO(unf.err);
+  REQUIRE(unf.exit_code == 0);
+  {
+    LoadedCheckpoint u = LoadCheckpoint(g.tmp / "j_unf.h5"), t0 = LoadCheckpoint(g.ta);
+    torch::Tensor moved = u.net->named_parameters()["teachers.0.layer4.0.conv1.weight"];
+    CHECK_FALSE(torch::equal(moved, t0.net->named_parameters()["layer4.0.conv1.weight"]));
+    CHECK(torch::equal(u.net->named_parameters()["teachers.0.layer3.0.conv1.weight"],
+                       t0.net->named_parameters()["layer3.0.conv1.weight"]));  // still frozen
+  }
   auto stale = RunTool("finetune_joint", Msg(ft, "--teacher-maps cached --features ", g.tmp / "ca.h5", ",", g.tmp / "cb.h5",
                                              " --out ", g.tmp / "j_st.h5", " ", g.tmp / "j_on.h5", " ", g.a, " ", g.b));
   CHECK(stale.exit_code == 1);
