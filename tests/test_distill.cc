@@ -168,7 +168,7 @@ TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teache
   CHECK(MaxRelErr(ck.net->forward(x, 0), ta.net->forward((x - h.mean[0]) / h.std[0], 0)) < 1e-5);
 }
 
-TEST_CASE("extract_features: the cache equals a direct forward pass; stale caches are refused", "[features]") {
+TEST_CASE("extract_features: the cache equals a direct forward pass, stale caches are refused", "[features]") {
   Group& g = SharedGroup();
   std::string cache = g.tmp / "fa.h5";
   auto r = RunTool("extract_features", Msg("-v 0 --device cpu --batch-size 5 --levels layer3,embed --out ", cache, " ",
@@ -269,12 +269,13 @@ TEST_CASE("loss terms match closed forms", "[distill][losses]") {
   CHECK(SoftTargetLoss(zt, zt, T).item<double>() < SoftTargetLoss(zs, zt, T).item<double>());
 
   Signals s;
+  s.teachers.resize(1);
   s.student["layer4"] = torch::ones({2, 4, 3, 3});
-  s.teacher["fused"] = torch::full({2, 4, 3, 3}, 3.0);
+  s.teachers[0]["fused"] = torch::full({2, 4, 3, 3}, 3.0);
   auto hint = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", false);
   CHECK(hint->adapter() == nullptr);  // same channels: no regressor
   CHECK(hint->Compute(s).item<double>() == Approx(4.0));
-  s.teacher["fused"] = torch::full({2, 4, 6, 6}, 3.0);
+  s.teachers[0]["fused"] = torch::full({2, 4, 6, 6}, 3.0);
   CHECK_THROWS_WITH(hint->Compute(s), Catch::Contains("spatial sizes differ (student 3x3, teacher 6x6)"));
   auto pooled = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", true);
   CHECK(pooled->Compute(s).item<double>() == Approx(4.0));

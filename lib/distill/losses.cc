@@ -42,12 +42,12 @@ class CeTerm : public LossTerm {
 
 class KdTerm : public LossTerm {
  public:
-  KdTerm(double w, double t) : LossTerm("kd", w), t_(t) {}
+  KdTerm(double w, double t, int k) : LossTerm(k ? Msg("kd", k) : "kd", w), t_(t), k_(k) {}
   std::vector<std::string> student_levels() const override { return {"logits"}; }
-  std::vector<std::string> teacher_levels() const override { return {"logits"}; }
+  std::vector<TeacherLevel> teacher_levels() const override { return {{k_, "logits"}}; }
   torch::Tensor Compute(const Signals& s) override {
     const auto& zs = s.student.at("logits");
-    const auto& zt = s.teacher.at("logits");
+    const auto& zt = s.teacher(k_).at("logits");
     if (zs.size(1) != zt.size(1))
       throw Error(Msg("kd: the teacher predicts ", zt.size(1), " classes, the student ", zs.size(1)));
     return SoftTargetLoss(zs, zt, t_);
@@ -55,12 +55,15 @@ class KdTerm : public LossTerm {
 
  private:
   double t_;
+  int k_;
 };
 
 class HintTerm : public LossTerm {
  public:
-  HintTerm(double w, std::string sl, int sc, std::string tl, int tc, bool map, const std::string& regressor, bool pool)
-      : LossTerm("mse_" + sl + "_" + tl, w), sl_(std::move(sl)), tl_(std::move(tl)), pool_(pool) {
+  HintTerm(double w, std::string sl, int sc, std::string tl, int tc, bool map, const std::string& regressor, bool pool,
+           int k)
+      : LossTerm("mse_" + sl + "_" + (k ? Msg("t", k, ".") : "") + tl, w), sl_(std::move(sl)), tl_(std::move(tl)),
+        pool_(pool), k_(k) {
     bool need = regressor == "conv" || (regressor == "auto" && sc != tc);
     if (regressor == "none" && sc != tc)
       throw UsageError(Msg("level pair ", sl_, ":", tl_, ": ", sc, " vs ", tc, " channels need a regressor"));
@@ -73,11 +76,11 @@ class HintTerm : public LossTerm {
     }
   }
   std::vector<std::string> student_levels() const override { return {sl_}; }
-  std::vector<std::string> teacher_levels() const override { return {tl_}; }
+  std::vector<TeacherLevel> teacher_levels() const override { return {{k_, tl_}}; }
   std::shared_ptr<torch::nn::Module> adapter() override { return module_; }
   torch::Tensor Compute(const Signals& s) override {
     torch::Tensor a = s.student.at(sl_);
-    torch::Tensor b = s.teacher.at(tl_).to(a.scalar_type());
+    torch::Tensor b = s.teacher(k_).at(tl_).to(a.scalar_type());
     if (module_) {
       if ((a.dim() == 4) != static_cast<bool>(conv_))
         throw Error(Msg(name(), ": level ", sl_, " is ", a.dim(), "-d, not what its regressor was built for"));
@@ -92,6 +95,7 @@ class HintTerm : public LossTerm {
  private:
   std::string sl_, tl_;
   bool pool_;
+  int k_;
   std::shared_ptr<torch::nn::Module> module_;
   torch::nn::Conv2d conv_{nullptr};
   torch::nn::Linear linear_{nullptr};
@@ -100,10 +104,10 @@ class HintTerm : public LossTerm {
 }  // namespace
 
 std::unique_ptr<LossTerm> MakeCeTerm(double weight, double ls) { return std::make_unique<CeTerm>(weight, ls); }
-std::unique_ptr<LossTerm> MakeKdTerm(double weight, double t) { return std::make_unique<KdTerm>(weight, t); }
+std::unique_ptr<LossTerm> MakeKdTerm(double weight, double t, int k) { return std::make_unique<KdTerm>(weight, t, k); }
 std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& sl, int sc, const std::string& tl, int tc,
-                                       bool map, const std::string& regressor, bool pool) {
-  return std::make_unique<HintTerm>(weight, sl, sc, tl, tc, map, regressor, pool);
+                                       bool map, const std::string& regressor, bool pool, int k) {
+  return std::make_unique<HintTerm>(weight, sl, sc, tl, tc, map, regressor, pool, k);
 }
 
 }  // namespace mlfd

@@ -6,7 +6,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -16,9 +18,18 @@ namespace mlfd {
 
 // What one batch offers the terms.
 struct Signals {
-  LevelMap student;       // student levels (with "logits")
-  LevelMap teacher;       // teacher levels ("logits" in the student's label space)
-  torch::Tensor labels;   // int64 N
+  LevelMap student;               // student levels (with "logits")
+  std::vector<LevelMap> teachers; // per teacher: its levels ("logits" in the student's label space)
+  torch::Tensor labels;           // int64 N
+  double progress = 0;            // fraction of training done before this step, in [0, 1)
+  int64_t epoch = 0;              // 0-based epoch of this step
+  const LevelMap& teacher(size_t k = 0) const { return teachers.at(k); }
+};
+
+// A teacher signal a term reads: teacher index and level name.
+struct TeacherLevel {
+  int teacher = 0;
+  std::string level;
 };
 
 class LossTerm {
@@ -28,11 +39,21 @@ class LossTerm {
   const std::string& name() const { return name_; }
   double weight() const { return weight_; }
   virtual std::vector<std::string> student_levels() const { return {}; }
-  virtual std::vector<std::string> teacher_levels() const { return {}; }
-  // Training-only parameters of the term (nullptr = none).
+  virtual std::vector<TeacherLevel> teacher_levels() const { return {}; }
+  // Training-only modules of the term trained by the run's optimiser (nullptr = none); their
+  // parameters and buffers (e.g. running statistics) are resumed with the student, never exported.
   virtual std::shared_ptr<torch::nn::Module> adapter() { return nullptr; }
   // The unweighted value (scalar).
   virtual torch::Tensor Compute(const Signals& s) = 0;
+  // Sub-values of the last Compute() to log (e.g. per-teacher errors), keyed by a name suffix.
+  virtual std::map<std::string, double> Details() const { return {}; }
+  // Called after each optimiser step (terms with their own optimiser step it here).
+  virtual void AfterStep() {}
+  // State outside adapter() that resume needs (own parameters, own optimiser).
+  virtual nlohmann::json SaveState() const { return nullptr; }
+  virtual void LoadState(const nlohmann::json&) {}
+  // Moves state outside adapter() to the training device.
+  virtual void To(torch::Device) {}
 
  private:
   std::string name_;
@@ -42,13 +63,13 @@ class LossTerm {
 // Cross-entropy with the labels (label smoothing optional).
 std::unique_ptr<LossTerm> MakeCeTerm(double weight, double label_smoothing);
 // Hinton's soft-target loss: T^2 * CE(softmax(zT/T), log_softmax(zS/T)), batch mean.
-std::unique_ptr<LossTerm> MakeKdTerm(double weight, double temperature);
+std::unique_ptr<LossTerm> MakeKdTerm(double weight, double temperature, int teacher = 0);
 // MSE between a student level (through `regressor`: "conv" 1x1 conv for maps / linear for vectors,
 // "none", or "auto" = one only when the channels differ) and a teacher level. `pool`: average-pool
 // the larger map to the smaller one on a spatial mismatch (else an error naming both sizes).
 std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& student_level, int student_channels,
                                        const std::string& teacher_level, int teacher_channels, bool map,
-                                       const std::string& regressor, bool pool);
+                                       const std::string& regressor, bool pool, int teacher = 0);
 
 // The soft-target loss itself (exposed for tests): mean over the batch.
 torch::Tensor SoftTargetLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,

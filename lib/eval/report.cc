@@ -16,7 +16,9 @@ namespace mlfd {
 namespace {
 // The report's row order; other names follow alphabetically.
 const std::vector<std::string>& KnownModels() {
-  static const std::vector<std::string> k{"teacher", "joint_baseline", "joint", "kd", "fitnet", "mlfd_code", "mlfd"};
+  static const std::vector<std::string> k{"teacher", "team_a", "team_b", "team_c", "ce", "joint_baseline", "joint",
+                                          "kd", "fitnet", "mlfd_code", "mlfd", "mtkd", "amtml", "feed1", "feed",
+                                          "unic"};
   return k;
 }
 
@@ -28,7 +30,16 @@ std::string Describe(const std::string& model) {
       {"kd", "KD student (from the individual teacher)"},
       {"fitnet", "FitNet student (from the individual teacher)"},
       {"mlfd_code", "MLFD student, last map only (mlfd_code)"},
-      {"mlfd", "MLFD student"}};
+      {"mlfd", "MLFD student"},
+      {"team_a", "teacher a (same dataset)"},
+      {"team_b", "teacher b (same dataset)"},
+      {"team_c", "teacher c (same dataset)"},
+      {"ce", "student trained alone (labels only, the students' recipe)"},
+      {"mtkd", "uniform multi-teacher KD student"},
+      {"amtml", "AMTML-KD student"},
+      {"feed1", "FEED student, one teacher"},
+      {"feed", "FEED student (parallel, every teacher)"},
+      {"unic", "UNIC student"}};
   auto it = d.find(model);
   return it == d.end() ? model : it->second;
 }
@@ -86,6 +97,13 @@ std::vector<std::string> Findings(const ReportTable& t) {
   };
   cmp(mlfd, ind, "the individually trained model");
   cmp(mlfd, jb, "the joint-training baseline");
+  // The related methods (issue: AMTML-KD vs uniform multi-teacher KD, parallel FEED vs one
+  // teacher, each against the student trained alone, or the individual model without one).
+  const ReportRow* alone = Find(t, "ce") ? Find(t, "ce") : ind;
+  const std::string alone_what = Find(t, "ce") ? "the student trained alone" : "the individually trained model";
+  cmp(Find(t, "amtml"), Find(t, "mtkd"), "uniform multi-teacher KD");
+  cmp(Find(t, "feed"), Find(t, "feed1"), "FEED with one teacher");
+  for (const char* m : {"mtkd", "amtml", "feed1", "feed", "unic"}) cmp(Find(t, m), alone, alone_what);
   if (joint && ind && !joint->val_top1.empty() && !ind->val_top1.empty()) {
     double d = Mean(joint->val_top1) - Mean(ind->val_top1);
     f.push_back(Msg("On validation, T* is ", d >= 0 ? "+" : "", Pct(d), " points against the dataset's own teacher (",

@@ -201,6 +201,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       if (do_step) {
         if (optim.clip_grad > 0) torch::nn::utils::clip_grad_norm_(param_tensors, optim.clip_grad);
         optimizer->step();
+        if (task.after_step) task.after_step();
       }
       const int64_t n = b.images.size(0);
       loss_sum += loss_value * static_cast<double>(n);

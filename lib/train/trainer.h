@@ -67,6 +67,8 @@ struct TrainTask {
   // Extra training state (e.g. running statistics) saved in <out>.last.h5 and given back on resume.
   std::function<nlohmann::json()> save_extra;
   std::function<void(const nlohmann::json&)> load_extra;
+  // Called after every optimiser step (e.g. parameters with their own optimiser).
+  std::function<void()> after_step;
 };
 
 struct TrainResult {
