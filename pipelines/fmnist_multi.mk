@@ -3,7 +3,9 @@
 #   make -f Makefile.pipeline PIPELINE=fmnist_multi SEEDS="1 2 3" -j2
 # Rows: the student's architecture trained alone ("teacher", with the students' recipe), the three
 # teachers, uniform multi-teacher KD (mtkd), AMTML-KD (amtml), FEED with teacher a only (feed1),
-# parallel FEED with all three (feed), UNIC (unic). Model selection on the validation split.
+# parallel FEED with all three (feed), sequential FEED's second generation (feed2: a fresh student
+# of the same architecture taught by feed1 through a fresh transform), UNIC (unic). Model selection
+# on the validation split.
 DATASETS = fashion_mnist
 SEEDS ?= 1
 # 300 training images per class (3,000 of 54,000); validation 6,000 and test 10,000 in full.
@@ -28,7 +30,7 @@ TEAM_SEED_SUFFIX_c = 3
 
 STUDENT_OPTS = $(TRAIN_COMMON) --batch-size 128 --epochs $(EPOCHS)
 STUDENT_SIGNALS = online
-METHODS = mtkd amtml feed1 feed unic
+METHODS = mtkd amtml feed1 feed feed2 unic
 TEAM3 = $(1)/team/%_a.h5 $(1)/team/%_b.h5 $(1)/team/%_c.h5
 TEACHERS_mtkd = $(TEAM3)
 TEACHERS_amtml = $(TEAM3)
@@ -36,4 +38,6 @@ TEACHERS_feed = $(TEAM3)
 TEACHERS_unic = $(TEAM3)
 TEACHERS_feed1 = $(1)/team/%_a.h5
 METHOD_feed1 = feed
+TEACHERS_feed2 = $(1)/students/feed1_%.h5
+METHOD_feed2 = feed
 NODE_OPTS_unic = --unic-hidden 256

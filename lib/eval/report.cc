@@ -17,7 +17,7 @@ namespace {
 // The report's row order; other names follow alphabetically.
 const std::vector<std::string>& KnownModels() {
   static const std::vector<std::string> k{"teacher", "team_a", "team_b", "team_c", "ce", "joint_baseline", "joint",
-                                          "kd", "fitnet", "mlfd_code", "mlfd", "mtkd", "amtml", "feed1", "feed",
+                                          "kd", "fitnet", "mlfd_code", "mlfd", "mtkd", "amtml", "feed1", "feed2", "feed",
                                           "unic"};
   return k;
 }
@@ -38,6 +38,7 @@ std::string Describe(const std::string& model) {
       {"mtkd", "uniform multi-teacher KD student"},
       {"amtml", "AMTML-KD student"},
       {"feed1", "FEED student, one teacher"},
+      {"feed2", "sequential FEED, generation 2 (taught by the one-teacher FEED student)"},
       {"feed", "FEED student (parallel, every teacher)"},
       {"unic", "UNIC student"}};
   auto it = d.find(model);
@@ -103,7 +104,8 @@ std::vector<std::string> Findings(const ReportTable& t) {
   const std::string alone_what = Find(t, "ce") ? "the student trained alone" : "the individually trained model";
   cmp(Find(t, "amtml"), Find(t, "mtkd"), "uniform multi-teacher KD");
   cmp(Find(t, "feed"), Find(t, "feed1"), "FEED with one teacher");
-  for (const char* m : {"mtkd", "amtml", "feed1", "feed", "unic"}) cmp(Find(t, m), alone, alone_what);
+  cmp(Find(t, "feed2"), Find(t, "feed1"), "its teacher, the one-teacher FEED student");
+  for (const char* m : {"mtkd", "amtml", "feed1", "feed", "feed2", "unic"}) cmp(Find(t, m), alone, alone_what);
   if (joint && ind && !joint->val_top1.empty() && !ind->val_top1.empty()) {
     double d = Mean(joint->val_top1) - Mean(ind->val_top1);
     f.push_back(Msg("On validation, T* is ", d >= 0 ? "+" : "", Pct(d), " points against the dataset's own teacher (",
