@@ -180,33 +180,36 @@ class UnicTerm : public LossTerm {
       stage.push_back(s.student.at(l));
       if (stage.back().dim() != 4) throw Error(Msg("unic: student level ", l, " is not a map"));
     }
+    // Each stage's global average, shared by every teacher's vector projectors.
+    std::vector<torch::Tensor> pooled;
+    if (spec_.vector_target)
+      for (const auto& x : stage) pooled.push_back(x.mean({2, 3}));
+    // The per-image loss of one target type of teacher k: its standardised target against the sum
+    // of the ladder's predictions (maps: each stage pooled to the target's size, per position).
+    auto target_loss = [&](size_t k, const std::string& level, bool map, torch::Tensor& mean, torch::Tensor& std,
+                           std::vector<Projector>& proj) {
+      torch::Tensor target = s.teacher(k).at(level);
+      if (target.dim() != (map ? 4 : 2))
+        throw Error(Msg("unic: teacher ", k, " level ", level, map ? " is not a map" : " is not a vector"));
+      target = StandardizeAndUpdate(target, mean, std, m);
+      torch::Tensor pred;
+      for (size_t l = 0; l < L; ++l) {
+        torch::Tensor v = proj[k * L + l]->forward(map ? PoolTo(stage[l], target.size(2), target.size(3)) : pooled[l]);
+        pred = pred.defined() ? pred + v : v;
+      }
+      return UnicPerImageLoss(pred, target);
+    };
     std::vector<torch::Tensor> per_teacher;
     for (size_t k = 0; k < K; ++k) {
       const auto& t = spec_.teachers[k];
       torch::Tensor lk;
       int types = 0;
       if (spec_.vector_target) {
-        torch::Tensor target = s.teacher(k).at(t.vector_level);
-        if (target.dim() != 2) throw Error(Msg("unic: teacher ", k, " level ", t.vector_level, " is not a vector"));
-        target = StandardizeAndUpdate(target, vmean_[k], vstd_[k], m);
-        torch::Tensor pred;
-        for (size_t l = 0; l < L; ++l) {
-          torch::Tensor v = vec_[k * L + l]->forward(stage[l].mean({2, 3}));
-          pred = pred.defined() ? pred + v : v;
-        }
-        lk = UnicPerImageLoss(pred, target);
+        lk = target_loss(k, t.vector_level, false, vmean_[k], vstd_[k], vec_);
         ++types;
       }
       if (spec_.map_target) {
-        torch::Tensor target = s.teacher(k).at(t.map_level);
-        if (target.dim() != 4) throw Error(Msg("unic: teacher ", k, " level ", t.map_level, " is not a map"));
-        target = StandardizeAndUpdate(target, mmean_[k], mstd_[k], m);
-        torch::Tensor pred;
-        for (size_t l = 0; l < L; ++l) {
-          torch::Tensor v = map_[k * L + l]->forward(PoolTo(stage[l], target.size(2), target.size(3)));
-          pred = pred.defined() ? pred + v : v;
-        }
-        torch::Tensor lm = UnicPerImageLoss(pred, target);
+        torch::Tensor lm = target_loss(k, t.map_level, true, mmean_[k], mstd_[k], map_);
         lk = lk.defined() ? lk + lm : lm;
         ++types;
       }
@@ -338,7 +341,7 @@ class AmtmlTerm : public LossTerm {
     const int64_t n = zs.size(0);
     const int K = spec_.teachers;
     if (spec_.weights == "uniform") return torch::full({n, K}, 1.0 / K, zs.options().dtype(torch::kFloat32));
-    if (fixed_.defined()) return fixed_.to(zs.device()).unsqueeze(0).expand({n, K});
+    if (fixed_.defined()) return fixed_.unsqueeze(0).expand({n, K});
     if (spec_.weights == "teacher") {
       torch::Tensor v = train ? v_ : v_.detach();
       return torch::softmax(v, 0).unsqueeze(0).expand({n, K});
@@ -409,10 +412,11 @@ class AmtmlTerm : public LossTerm {
     }
     DeserializeOptimizer(*opt_, Unhex(j["optimizer"].get<std::string>()));
   }
-  // The weighting parameters live on the device of the student.
+  // The weighting parameters live on the device of the student (Module::to keeps the tensors the
+  // optimiser holds, moving their data).
   void To(torch::Device d) override {
     own_->to(d);
-    if (opt_) opt_ = std::make_unique<torch::optim::Adam>(own_->parameters(), torch::optim::AdamOptions(spec_.lr));
+    if (fixed_.defined()) fixed_ = fixed_.to(d);
   }
 
  private:

@@ -202,6 +202,12 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   }
   return out;
 }
+// Throws a usage error naming `who`, the level and the valid ones when `net` has no level `level`.
+void RequireLevel(Net& net, const std::string& level, const std::string& who) {
+  auto l = net->LevelNames();
+  if (std::find(l.begin(), l.end(), level) == l.end())
+    throw UsageError(Msg(who, " (", net->config().arch, ") has no level '", level, "' (valid: ", JoinNames(l), ")"));
+}
 std::string DenseLevel(Net& net) {
   auto l = net->LevelNames();
   return std::find(l.begin(), l.end(), "embed") != l.end() ? "embed" : "pool";
@@ -266,19 +272,9 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
       r.pairs.push_back({smaps[smaps.size() / 2], tmaps[tmaps.size() / 2], feat, "conv"});
     }
   }
-  auto slev = student->LevelNames(), tlev = teacher->LevelNames();
-  auto list = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-    return s;
-  };
   for (const auto& p : r.pairs) {
-    if (std::find(slev.begin(), slev.end(), p.student) == slev.end())
-      throw UsageError(Msg("level pair ", p.student, ":", p.teacher, ": the student (", student->config().arch,
-                           ") has no level '", p.student, "' (valid: ", list(slev), ")"));
-    if (std::find(tlev.begin(), tlev.end(), p.teacher) == tlev.end())
-      throw UsageError(Msg("level pair ", p.student, ":", p.teacher, ": the teacher (", teacher->config().arch,
-                           ") has no level '", p.teacher, "' (valid: ", list(tlev), ")"));
+    RequireLevel(student, p.student, Msg("level pair ", p.student, ":", p.teacher, ": the student"));
+    RequireLevel(teacher, p.teacher, Msg("level pair ", p.student, ":", p.teacher, ": the teacher"));
     if (p.student == "logits" || p.teacher == "logits")
       throw UsageError("level pairs match features; logits are the KD term's (--w-kd)");
   }
@@ -287,16 +283,6 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
 
 namespace {
 
-std::string ListNames(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
-void RequireLevel(Net& net, const std::string& level, const std::string& who) {
-  auto l = net->LevelNames();
-  if (std::find(l.begin(), l.end(), level) == l.end())
-    throw UsageError(Msg(who, " (", net->config().arch, ") has no level '", level, "' (valid: ", ListNames(l), ")"));
-}
 // Map levels without the stem (the stages of a ladder or of hints), or all when that leaves none.
 std::vector<std::string> Stages(Net& net) {
   std::vector<std::string> v;
@@ -314,7 +300,6 @@ std::vector<std::unique_ptr<LossTerm>> MultiTeacherTerms(const StudentOptions& o
                                                          Net& student) {
   const std::string& m = o.method;
   const size_t K = teachers.size();
-  if (K == 0) throw UsageError(Msg("method ", m, " needs at least one --teacher"));
   for (const auto* v : {&o.teacher_map_levels, &o.teacher_vector_levels})
     if (!v->empty() && v->size() != K)
       throw UsageError(Msg("--teacher-map-levels / --teacher-vector-levels: ", v->size(), " entries for ", K,
@@ -438,7 +423,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     throw UsageError(Msg("method ", opts.method, " takes one --teacher (got ", teacher_paths.size(),
                          "); the multi-teacher methods are unic, amtml, mtkd and feed"));
   if (opts.method == "ce" && teacher_paths.size() > 1)
-    throw UsageError("method ce takes at most one --teacher (it only reads no signal from it)");
+    throw UsageError("method ce takes at most one --teacher (it reads no signal from it)");
   if (multi && teacher_paths.empty()) throw UsageError(Msg("method ", opts.method, " needs at least one --teacher"));
   if (opts.teacher_signals == "cached" && opts.features.size() != teacher_paths.size())
     throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", teacher_paths.size(),
@@ -506,9 +491,9 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   for (size_t k = 0; k < runs.size(); ++k) {
     runs[k].levels.assign(tlevels[k].begin(), tlevels[k].end());
     if (tlevels[k].count("logits") && !runs[k].has_logits) {
-      std::string list;
-      for (const auto& d : runs[k].ck.meta.datasets) list += (list.empty() ? "" : ", ") + d.dataset;
-      throw Error(Msg(runs[k].path, ": has no logits for dataset '", store->name(), "' (it predicts: ", list,
+      std::vector<std::string> known;
+      for (const auto& d : runs[k].ck.meta.datasets) known.push_back(d.dataset);
+      throw Error(Msg(runs[k].path, ": has no logits for dataset '", store->name(), "' (it predicts: ", JoinNames(known),
                       "); method ", opts.method, " needs logits in the student's label space",
                       multi ? " from every teacher" : " (--w-kd 0 to drop them)"));
     }

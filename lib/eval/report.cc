@@ -100,8 +100,9 @@ std::vector<std::string> Findings(const ReportTable& t) {
   cmp(mlfd, jb, "the joint-training baseline");
   // The related methods (issue: AMTML-KD vs uniform multi-teacher KD, parallel FEED vs one
   // teacher, each against the student trained alone, or the individual model without one).
-  const ReportRow* alone = Find(t, "ce") ? Find(t, "ce") : ind;
-  const std::string alone_what = Find(t, "ce") ? "the student trained alone" : "the individually trained model";
+  const ReportRow* ce = Find(t, "ce");
+  const ReportRow* alone = ce ? ce : ind;
+  const std::string alone_what = ce ? "the student trained alone" : "the individually trained model";
   cmp(Find(t, "amtml"), Find(t, "mtkd"), "uniform multi-teacher KD");
   cmp(Find(t, "feed"), Find(t, "feed1"), "FEED with one teacher");
   cmp(Find(t, "feed2"), Find(t, "feed1"), "its teacher, the one-teacher FEED student");

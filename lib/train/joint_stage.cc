@@ -68,11 +68,6 @@ std::vector<std::string> MapLevelsOf(Net& net) {
   return l;
 }
 
-std::string Join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
 }  // namespace
 
 nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const std::string& out,
@@ -103,7 +98,7 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
     std::string level = opts.levels.empty() ? maps.back() : opts.levels[opts.levels.size() == 1 ? 0 : i];
     if (std::find(maps.begin(), maps.end(), level) == maps.end())
       throw UsageError(Msg("--level: ", teacher_paths[i], " (", net->config().arch, ") has no map level '", level,
-                           "' (valid: ", Join(maps), ")"));
+                           "' (valid: ", JoinNames(maps), ")"));
     net->eval();
     torch::NoGradGuard g;
     auto r = net->Forward(torch::zeros({1, net->config().in_channels, spec.input_size, spec.input_size}), {level});
@@ -154,7 +149,7 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
       std::vector<std::string> known;
       for (const auto& t : spec.teachers)
         for (const auto& d : t.datasets) known.push_back(d.dataset);
-      throw UsageError(Msg("--heads: no teacher was trained on '", heads[h], "' (they know: ", Join(known), ")"));
+      throw UsageError(Msg("--heads: no teacher was trained on '", heads[h], "' (they know: ", JoinNames(known), ")"));
     }
     if (opts.residual_logits && own < 0)
       throw UsageError(Msg("--residual-logits: no teacher has '", heads[h], "' as its (first) dataset"));
@@ -185,7 +180,7 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
   int64_t trainable = 0;
   for (const auto& p : net->parameters())
     if (p.requires_grad()) trainable += p.numel();
-  MLOG(INFO) << "wrote " << out << ": " << m << " teacher(s), heads " << Join(heads) << ", fused "
+  MLOG(INFO) << "wrote " << out << ": " << m << " teacher(s), heads " << JoinNames(heads) << ", fused "
              << spec.cout << " x " << spec.fuse_size << " x " << spec.fuse_size << ", " << trainable
              << " trainable parameters";
   return {{"checkpoint", out},

@@ -244,6 +244,12 @@ int RunMain(const std::string& app_name, const std::function<int()>& body) {
   }
 }
 
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& x : names) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
 std::vector<std::string> SplitCsv(const std::string& s) {
   std::vector<std::string> out;
   std::string cur;

@@ -98,5 +98,7 @@ int SetThreadCount(int threads);
 
 // "a,b,,c" -> {"a", "b", "c"} (spaces around items trimmed, empty items dropped).
 std::vector<std::string> SplitCsv(const std::string& s);
+// {"a", "b"} -> "a, b" (for messages that list valid names).
+std::string JoinNames(const std::vector<std::string>& names);
 
 }  // namespace mlfd
