@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Training speed of our train_teacher against the same training written in PyTorch.
 
 Trains one model both ways on the same images for the same number of epochs and prints
@@ -36,6 +36,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import mlfd_deps  # noqa: E402 - standard library only
+
+if __name__ == "__main__":  # one line instead of a traceback under a python3 without them
+    mlfd_deps.require("train_speed.py", ["numpy", "h5py", "torch"])
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """h5_to_torch: exports one of this project's checkpoints (teacher, student, joint baseline, or an
 imported network) to a PyTorch state dict, so it can be used, fine-tuned or inspected in PyTorch.
 
@@ -30,6 +30,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import mlfd_deps  # noqa: E402 - standard library only
+
+if __name__ == "__main__":  # one line instead of a traceback under a python3 without them
+    mlfd_deps.require("h5_to_torch.py", ["numpy", "h5py", "torch"])
+
 import mlfd_torch as mt  # noqa: E402
 
 
@@ -53,6 +58,8 @@ def main(argv=None):
                    help="export the raw state dict without rebuilding the network (needed for "
                         "architectures mlfd_torch does not mirror: efficientnet_b0, seresnext)")
     args = p.parse_args(argv)
+    if args.torchvision:
+        mlfd_deps.require("h5_to_torch.py", ["torchvision"])
     try:
         import torch
         if not args.out.endswith((".pt", ".pth")):

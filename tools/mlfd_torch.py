@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 """PyTorch mirror of this project's ResNet-18/34/50 family, and h5py readers for its checkpoints.
 
 The C++ models (lib/models/resnet.cc, lib/models/model.cc) use torchvision's module structure
@@ -15,10 +16,20 @@ strictly into torchvision.models.resnet18/34/50.
 
 Only the standard library, NumPy, h5py and torch are needed (torchvision only for the
 torchvision-compatibility helpers). See docs/interop.md.
+
+Run as a script, it checks that a checkpoint rebuilds in PyTorch and prints a JSON summary:
+  /usr/bin/python3 tools/mlfd_torch.py runs/demo/teachers/mnist.h5
 """
 
 import json
 import math
+
+if __name__ == "__main__":  # one line instead of a traceback under a python3 without them
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import mlfd_deps
+    mlfd_deps.require("mlfd_torch.py", ["numpy", "h5py", "torch"])
 
 import numpy as np
 import torch
@@ -512,3 +523,37 @@ def write_checkpoint(path, state, model_config, datasets, kind, prov, epoch=0, m
                     raise CheckpointError("%s: tensor dtype %s cannot be stored" % (name, t.dtype))
                 f.create_dataset("state/" + name, data=a)
             f.attrs["provenance"] = _json(prov)
+
+
+def main(argv=None):
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(
+        prog="mlfd_torch.py",
+        description="Rebuilds a ResNet checkpoint of this project as tools/mlfd_torch.py's "
+                    "MLFDResNet (strict load) and prints a JSON summary: kind, epoch, model "
+                    "config, heads, tensor and parameter counts.",
+        epilog="Example:\n  /usr/bin/python3 tools/mlfd_torch.py runs/demo/teachers/mnist.h5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint (.h5) written by this project")
+    args = p.parse_args(argv)
+    try:
+        model, meta = load_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        print("mlfd_torch.py: error: %s" % e, file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        print("mlfd_torch.py: error: %s: %s: %s" % (args.checkpoint, type(e).__name__, e), file=sys.stderr)
+        return 1
+    print(json.dumps({"checkpoint": args.checkpoint, "kind": meta["kind"], "epoch": meta["epoch"],
+                      "model": meta["model"],
+                      "heads": [{"dataset": d["dataset"], "classes": len(d.get("class_names", []))}
+                                for d in meta["datasets"]],
+                      "tensors": len(model.state_dict()),
+                      "parameters": int(sum(t.numel() for t in model.parameters())),
+                      "levels": model.level_names()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

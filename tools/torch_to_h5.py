@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """torch_to_h5: imports a torchvision ResNet (18/34/50) into this project's checkpoint format, so a
 PyTorch-trained network can serve as an MLFD teacher without stage 1 (train_teacher).
 
@@ -25,6 +25,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import mlfd_deps  # noqa: E402 - standard library only
+
+if __name__ == "__main__":  # one line instead of a traceback under a python3 without them
+    mlfd_deps.require("torch_to_h5.py", ["numpy", "h5py", "torch", "torchvision"])
 
 import mlfd_torch as mt  # noqa: E402
 

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "util/error.h"
+#include "util/log.h"
 
 namespace mlfd {
 
@@ -55,6 +56,16 @@ Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
     int64_t st = opts_.drop_last ? std::max<int64_t>(1, n / src.batch_size)
                                  : (n + src.batch_size - 1) / src.batch_size;
     steps_ = std::max(steps_, st);
+  }
+  if (opts_.drop_last) {  // say what is left out: a user counting images should not be surprised
+    for (const auto& src : sources_) {
+      int64_t n = static_cast<int64_t>(src.indices.size());
+      if (n < src.batch_size || n / src.batch_size != steps_ || n % src.batch_size == 0) continue;
+      MLOG(INFO) << src.store->path() << ": " << steps_ * src.batch_size << " of " << n
+                 << " training images are used per epoch (" << steps_ << " full batches of " << src.batch_size
+                 << "; the other " << n % src.batch_size
+                 << " are left out, a different draw each epoch; --keep-last-batch trains on them too)";
+    }
   }
   if (opts_.cache_in_memory) {
     for (const auto& src : sources_) {

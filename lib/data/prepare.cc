@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -22,6 +23,7 @@
 #include "util/parallel.h"
 #include "util/progress.h"
 #include "util/provenance.h"
+#include "util/sha256.h"
 
 namespace mlfd {
 
@@ -38,7 +40,10 @@ void PrepareOptions::Register(po::options_description& d, const std::string& pre
       "images decoded per parallel block (bounds memory)")(
       (prefix + "max-train-per-class").c_str(), po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
       "keep at most this many training images per class, a seeded subset (0 = the manifest's setting); "
-      "validation and test splits are unchanged");
+      "validation and test splits are unchanged")(
+      (prefix + "check-pixel-duplicates").c_str(),
+      po::value<bool>(&check_pixel_duplicates)->default_value(check_pixel_duplicates)->implicit_value(true),
+      "also refuse images whose stored pixels equal an earlier image's (listed with both origins)");
 }
 
 void PrepareOptions::Check(const std::string& prefix) const {
@@ -223,13 +228,18 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     classes.swap(kept);
   }
   {
+    // Duplicates by the file they name, however spelled ("./a/x.png", "a/../a/x.png", a symlink):
+    // one image listed twice would land in two splits and leak test images into training.
     std::unordered_map<std::string, std::string> first;
     for (const auto& s : samples) {
       if (s.file.empty()) continue;
-      auto [it, inserted] = first.emplace(s.file, s.origin);
+      std::error_code ec;
+      std::string key = std::filesystem::weakly_canonical(s.file, ec).string();
+      if (ec) key = std::filesystem::path(s.file).lexically_normal().string();
+      auto [it, inserted] = first.emplace(key, s.origin);
       if (!inserted)
         throw Error(Msg(m.path, ": duplicate image path ", s.file, " (listed at ", it->second, " and ",
-                        s.origin, ")"));
+                        s.origin, ", both ", key, ")"));
     }
   }
   const int num_classes = static_cast<int>(classes.size());
@@ -251,12 +261,14 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   // 3. Decode in parallel blocks, writing the images that decode to the store.
   const int64_t n_all = static_cast<int64_t>(samples.size());
   h5::AtomicFile atomic(out_path);
-  h5::File f = h5::File::Create(atomic.temp_path());
+  h5::File f = h5::File::Create(atomic);
   int H = m.image.size, W = m.image.size, C = m.image.channels;
   bool created = false;
   int64_t written = 0;
   std::vector<int64_t> kept_labels;
   std::vector<std::string> kept_tags, kept_origins, bad;
+  std::unordered_map<std::string, std::string> pixel_hashes;  // --check-pixel-duplicates
+  std::vector<std::string> pixel_dups;
   std::vector<double> sums;  // per kept sample: C sums then C sums of squares (pixel/255)
   Progress progress("decoding " + m.name, n_all, "images");
   for (int64_t b0 = 0; b0 < n_all; b0 += opts.block) {
@@ -295,6 +307,12 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
                         "x", H, "; set image.size in ", m.path, " to resize them all"));
       block_pixels.insert(block_pixels.end(), img.data, img.data + img.total() * img.elemSize());
       ++block_good;
+      if (opts.check_pixel_duplicates) {
+        Sha256 h;
+        h.Update(img.data, img.total() * img.elemSize());
+        auto [it, fresh] = pixel_hashes.emplace(h.HexDigest(), s.origin);
+        if (!fresh) pixel_dups.push_back(Msg(s.origin, " = ", it->second));
+      }
       double acc[6] = {0, 0, 0, 0, 0, 0};
       const uint8_t* p = img.data;
       const int64_t px = static_cast<int64_t>(H) * W;
@@ -324,6 +342,13 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     MLOG(WARNING) << m.name << ": skipped " << bad.size() << " unreadable image(s):" << list;
   }
   if (written == 0) throw Error(Msg(m.path, ": no readable images"));
+  if (!pixel_dups.empty()) {
+    std::string list;
+    for (size_t i = 0; i < pixel_dups.size() && i < 20; ++i) list += "\n  " + pixel_dups[i];
+    throw Error(Msg(m.path, ": ", pixel_dups.size(), " image(s) have exactly the pixels of an earlier one "
+                    "(stored at the manifest's size; --check-pixel-duplicates):", list,
+                    pixel_dups.size() > 20 ? Msg("\n  ... and ", pixel_dups.size() - 20, " more") : ""));
+  }
   f.Resize("images", written);
 
   // 4. Classes must all be present; splits.
@@ -336,6 +361,33 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     if (idx.empty() && wanted)
       throw Error(Msg(m.path, ": split '", name, "' is empty (check the sources' split tags and the ",
                       "split fractions)"));
+  }
+
+  {  // a class too small to reach every split is worth a word: its val/test accuracy is undefined
+    std::map<std::string, std::vector<int64_t>> per_split;  // split -> images per class
+    for (const auto& [name, idx] : splits) {
+      if (idx.empty()) continue;
+      auto& cnt = per_split[name];
+      cnt.assign(static_cast<size_t>(num_classes), 0);
+      for (int64_t i : idx) cnt[static_cast<size_t>(kept_labels[static_cast<size_t>(i)])]++;
+    }
+    std::vector<int64_t> total(static_cast<size_t>(num_classes), 0);
+    for (int64_t l : kept_labels) total[static_cast<size_t>(l)]++;
+    std::vector<std::string> lines;
+    for (int c = 0; c < num_classes; ++c) {
+      std::vector<std::string> missing;
+      for (const auto& [name, cnt] : per_split)
+        if (cnt[static_cast<size_t>(c)] == 0) missing.push_back(name);
+      if (!missing.empty())
+        lines.push_back(Msg("'", classes[static_cast<size_t>(c)], "' (", total[static_cast<size_t>(c)],
+                            " image(s)) has none in ", JoinNames(missing)));
+    }
+    if (!lines.empty()) {
+      std::string list;
+      for (size_t i = 0; i < lines.size() && i < 20; ++i) list += "\n  " + lines[i];
+      MLOG(WARNING) << m.name << ": " << lines.size() << " class(es) are missing from a split:" << list
+                    << (lines.size() > 20 ? Msg("\n  ... and ", lines.size() - 20, " more") : "");
+    }
   }
 
   // 5. Normalisation: per channel over the train split.

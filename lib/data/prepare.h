@@ -20,6 +20,7 @@ struct PrepareOptions {
   int gzip = 1;                    // gzip level of /images (0 = none)
   int64_t block = 2048;            // images decoded per parallel block (bounds memory)
   int64_t max_train_per_class = 0; // > 0: overrides the manifest's split.max_train_per_class
+  bool check_pixel_duplicates = false;  // refuse identical decoded images (not only identical paths)
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;

@@ -13,6 +13,8 @@
 
 #include "data/source_readers.h"
 #include "util/error.h"
+#include "util/app.h"
+#include "util/log.h"
 #include "util/json_view.h"
 
 namespace mlfd {
@@ -127,7 +129,11 @@ std::vector<RawSample> ReadFolderSource(const SourceContext& ctx) {
   std::string split = SplitOf(s);
   for (const auto& cls : ListDir(root, true)) {
     std::string dir = root + "/" + cls + (subdir.empty() ? "" : "/" + subdir);
-    if (stat(dir.c_str(), &st) != 0) continue;
+    if (stat(dir.c_str(), &st) != 0) {
+      MLOG(WARNING) << dir << ": missing, so class '" << cls << "' has no images in " << ctx.source.key_path;
+      continue;
+    }
+    size_t before = out.size();
     for (const auto& f : ListDir(dir, false)) {
       if (!IsImageFile(f, exts)) continue;
       RawSample r;
@@ -137,6 +143,9 @@ std::vector<RawSample> ReadFolderSource(const SourceContext& ctx) {
       r.origin = r.file;
       out.push_back(std::move(r));
     }
+    if (out.size() == before)  // with classes from folders, such a class is left out altogether
+      MLOG(WARNING) << dir << ": no image files (extensions " << JoinNames(exts) << "), so class '" << cls
+                    << "' has no images in " << ctx.source.key_path;
   }
   return out;
 }

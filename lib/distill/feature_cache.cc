@@ -88,7 +88,7 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
   for (const auto& s : opts.splits) store->split(s);  // fail early on an unknown split
 
   h5::AtomicFile atomic(out);
-  h5::File f = h5::File::Create(atomic.temp_path());
+  h5::File f = h5::File::Create(atomic);
   f.SetAttr("/", "format", kFeatureFormat);
   f.SetAttr("/", "format_version", static_cast<int64_t>(kFeatureVersion));
   f.SetAttr("/", "model_path", model_path);
@@ -187,6 +187,14 @@ FeatureCache::FeatureCache(const std::string& path) : path_(path) {
   store_path_ = file_->GetStringAttr("/", "store_path");
   levels_ = file_->GetJsonAttr("/", "levels").get<std::vector<std::string>>();
   dtype_ = file_->GetStringAttr("/", "dtype");
+  dataset_ = file_->GetStringAttr("/", "dataset");
+  head_ = file_->GetIntAttr("/", "head");
+}
+
+void FeatureCache::CheckHead(const std::string& dataset, int64_t head) const {
+  if (dataset != dataset_ || head != head_)
+    throw Error(Msg(path_, ": feature cache of dataset '", dataset_, "' (head ", head_, "), but the student needs '",
+                    dataset, "' (head ", head, "); rerun extract_features with --dataset ", dataset));
 }
 
 FeatureCache::~FeatureCache() = default;

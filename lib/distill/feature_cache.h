@@ -71,6 +71,9 @@ class FeatureCache {
   // Refuses (Error, one line) a cache not made from this model / store.
   void CheckModel(const std::string& model_path, const std::string& model_sha256) const;
   void CheckStore(const std::string& store_path, const std::string& store_sha256) const;
+  // Refuses a cache whose logits come from another dataset's head than the one asked for.
+  void CheckHead(const std::string& dataset, int64_t head) const;
+  const std::string& dataset() const { return dataset_; }
   // Error listing the valid names when a level or split is absent.
   void RequireLevels(const std::vector<std::string>& levels) const;
   void RequireSplit(const std::string& split) const;
@@ -89,7 +92,8 @@ class FeatureCache {
  private:
   const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
 
-  std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_;
+  std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_, dataset_;
+  int64_t head_ = 0;
   std::vector<std::string> levels_;
   std::unique_ptr<h5::File> file_;
   std::map<std::string, std::unordered_map<int64_t, int64_t>> rows_;

@@ -429,7 +429,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", teacher_paths.size(),
                          " teachers (one per --teacher, in order)"));
   torch::Device device = ParseDevice(opts.loop.device);
-  RunFiles(out).CheckWritable();
+  RunFiles(out).CheckWritable(opts.loop.resume);
   auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
   provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
   std::vector<TeacherRun> runs(teacher_paths.size());
@@ -511,6 +511,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
       r.cache = std::make_unique<FeatureCache>(opts.features[k]);
       r.cache->CheckModel(r.path, r.ck.sha256);
       r.cache->CheckStore(store_path, store->Fingerprint());
+      if (r.has_logits) r.cache->CheckHead(r.info->dataset, r.info->head);
       r.cache->RequireLevels(r.levels);
       bool mem = r.cache->Preload(opts.train_split, r.levels, (int64_t{4} << 30) / static_cast<int64_t>(runs.size()));
       provenance.AddInputFingerprint(runs.size() == 1 ? std::string("features") : Msg("features", k), opts.features[k],
@@ -528,7 +529,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   LoaderOptions lo;
   lo.augment = opts.augment.Train();
   lo.seed = opts.loop.seed;
-  lo.drop_last = true;
+  lo.drop_last = !opts.loop.keep_last_batch;
   lo.workers = opts.loop.workers;
   lo.prefetch = opts.loop.prefetch;
   Loader loader({LoaderSource{store, store->split(opts.train_split), opts.batch_size}}, lo);
@@ -577,9 +578,10 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
                      .mode(torch::kBilinear)
                      .align_corners(false));
         s.teachers[t] = teachers[t]->Forward(x, r.levels, r.info->head);
+        // A concatenated label space: this dataset's slice of the head (a cache holds it already).
+        if (s.teachers[t].count("logits"))
+          s.teachers[t]["logits"] = s.teachers[t]["logits"].narrow(1, r.info->label_offset, k);
       }
-      if (s.teachers[t].count("logits"))
-        s.teachers[t]["logits"] = s.teachers[t]["logits"].narrow(1, r.info->label_offset, k);
     }
     s.student = student->Forward(b.images, slev, 0);
     StepOutput out;

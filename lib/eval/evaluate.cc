@@ -124,7 +124,7 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
   if (!opts.logits_out.empty()) {
     h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
     h5::AtomicFile atomic(opts.logits_out);
-    h5::File f = h5::File::Create(atomic.temp_path());
+    h5::File f = h5::File::Create(atomic);
     f.SetAttr("/", "format", "mlfd.logits");
     f.SetAttr("/", "checkpoint_sha256", ck.sha256);
     f.SetAttr("/", "store_sha256", store->Fingerprint());

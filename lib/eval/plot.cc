@@ -1,8 +1,6 @@
 // Plot rendering with OpenCV imgproc + imgcodecs.
 #include "eval/plot.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,22 +15,18 @@ namespace {
 
 const auto kFont = cv::FONT_HERSHEY_SIMPLEX;
 
+// Encodes in memory (libpng never touches the disk, so a full disk gives our one error line and no
+// stray "libpng error:"), then writes atomically.
 void WritePng(const cv::Mat& img, const std::string& path) {
-  auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  std::string tmp = dir + "." + path.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-" +
-                    std::to_string(getpid()) + ".png";
+  std::vector<uchar> png;
   bool ok = false;
   try {
-    ok = cv::imwrite(tmp, img);
+    ok = cv::imencode(".png", img, png);
   } catch (const cv::Exception&) {
     ok = false;
   }
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw Error(Msg(path, ": cannot write PNG (does the directory exist and is it writable?)"));
-  }
-  RenameFile(tmp, path);
+  if (!ok) throw Error(Msg(path, ": cannot encode the plot as PNG"));
+  WriteTextAtomic(path, std::string(png.begin(), png.end()));
 }
 
 std::string Short(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 1) + "~"; }

@@ -126,9 +126,24 @@ std::string MeanStd(const std::vector<double>& v) {
 std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
   std::map<std::string, std::map<std::string, ReportRow>> by;
   std::vector<std::string> dataset_order;
+  // One run counted twice would shrink the spread and fake agreement: refuse the same file given
+  // twice (under any spelling) and two files evaluating one checkpoint on one store and split.
+  std::map<std::string, std::string> seen_file, seen_run;
   for (const auto& path : files) {
+    std::error_code ec;
+    std::string real = std::filesystem::weakly_canonical(path, ec).string();
+    auto [it, fresh] = seen_file.emplace(ec ? path : real, path);
+    if (!fresh) throw Error(Msg(path, ": given twice (also as ", it->second, "); give each run once"));
     nlohmann::json j = ReadJsonFile(path);
     JsonView v(j, path);
+    std::string ck_sha = j.value("checkpoint_sha256", "");
+    if (!ck_sha.empty()) {
+      std::string key = ck_sha + "|" + j.value("store_sha256", "") + "|" + j.value("split", "");
+      auto [r, first] = seen_run.emplace(key, path);
+      if (!first)
+        throw Error(Msg(path, ": evaluates the same checkpoint (sha256 ", ck_sha.substr(0, 12),
+                        ") on the same store and split as ", r->second, "; give each run once"));
+    }
     std::string name = v.Str("name", "");
     if (name.empty()) throw Error(Msg(path, ": no \"name\" (run evaluate with --name <model>)"));
     std::string ds = v.Str("dataset");

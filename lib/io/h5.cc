@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace mlfd {
 namespace h5 {
@@ -28,13 +29,32 @@ herr_t WalkCb(unsigned n, const H5E_error2_t* err, void* data) {
   return 0;
 }
 
-// HDF5's deepest error description, then clears the stack.
+// HDF5's deepest error description on one line, then clears the stack. A failed system write
+// ("file write failed: time = ..., errno = 28, error message = 'No space left on device', ...")
+// is shortened to the system's reason.
 std::string Hdf5Message() {
   std::string msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, WalkCb, &msg);
   H5Eclear2(H5E_DEFAULT);
+  const std::string key = "error message = '";
+  auto k = msg.find(key);
+  if (k != std::string::npos) {
+    auto end = msg.find('\'', k + key.size());
+    std::string what = msg.substr(0, msg.find(':'));
+    msg = what + ": " + msg.substr(k + key.size(), end == std::string::npos ? std::string::npos : end - k - key.size());
+  }
+  for (char& c : msg)
+    if (c == '\n' || c == '\r') c = ' ';
   return msg;
 }
+
+// HDF5 closes what is still open at exit. After a failed write (a full disk) a file it could not
+// close is left half torn down, and closing it again at exit crashes inside HDF5: every file is
+// closed explicitly, so the exit-time clean-up is turned off before the library starts.
+[[maybe_unused]] const bool g_no_atexit = [] {
+  H5dont_atexit();
+  return true;
+}();
 
 hid_t Float16Type() {
   static hid_t t = [] {
@@ -175,7 +195,10 @@ bool IsHdf5(const std::string& path) {
 
 File File::Create(const std::string& path) {
   SilenceErrors();
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  // The 1.8 file format: object headers and other metadata carry checksums of their own.
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), Handle::kPlist);
+  H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (id < 0) throw Error(Msg(path, ": cannot create HDF5 file (", Hdf5Message(), ")"));
   return File(Handle(id, Handle::kFile), path);
 }
@@ -201,9 +224,16 @@ void File::Flush() {
   if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) Fail("/", "flush failed");
 }
 
+File File::Create(const AtomicFile& out) {
+  File f = Create(out.temp_path());
+  f.shown_as_ = out.final_path();
+  return f;
+}
+
 void File::Fail(const std::string& object, const std::string& what) const {
   std::string detail = Hdf5Message();
-  throw Error(Msg(path_, ":", object, ": ", what, detail.empty() ? "" : " (" + detail + ")"));
+  throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", object, ": ", what,
+                  detail.empty() ? "" : " (" + detail + ")"));
 }
 
 bool File::Exists(const std::string& object) const {
@@ -284,6 +314,10 @@ void File::CreateDataset(const std::string& name, DType dtype, const Shape& shap
         if (H5Pset_deflate(dcpl.get(), static_cast<unsigned>(std::min(opts.gzip, 9))) < 0)
           Fail(name, "cannot set gzip");
       }
+      // A checksum per chunk (last filter: over the stored bytes, checked first on read): a flipped
+      // byte fails the read naming the dataset, instead of feeding wrong weights or images on.
+      // h5py and h5dump verify it too.
+      if (H5Pset_fletcher32(dcpl.get()) < 0) Fail(name, "cannot set the Fletcher32 checksum");
     }
   }
   Handle d(H5Dcreate2(file_.get(), name.c_str(), FileType(dtype), space.get(), lcpl.get(),
@@ -371,8 +405,12 @@ void File::ReadRows(const std::string& name, int64_t row, int64_t n, void* out, 
   H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
   Handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                 Handle::kDataspace);
-  if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
-    Fail(name, "read failed (corrupt file?)");
+  if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0) {
+    std::string detail = Hdf5Message();
+    if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
+      throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
+    throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
+  }
 }
 
 void File::Read(const std::string& name, void* out, DType as) const {
@@ -559,6 +597,7 @@ AtomicFile::AtomicFile(std::string final_path) : final_path_(std::move(final_pat
   auto slash = final_path_.rfind('/');
   std::string dir = slash == std::string::npos ? "" : final_path_.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? final_path_ : final_path_.substr(slash + 1);
+  RemoveOrphanTemps(final_path_);
   temp_path_ = dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
   slot_ = RegisterTemp(temp_path_);
 }
@@ -585,18 +624,34 @@ void CheckOutputPath(const std::string& path, const std::string& expected_format
     throw Error(Msg(path, ": output directory ", dir, " is not writable"));
   if (stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));
-    bool ours = false;
+    std::string found;  // what the file is, for the message
     if (IsHdf5(path)) {
       try {
         File f = File::Open(path);
-        ours = f.HasAttr("/", "format") && f.GetStringAttr("/", "format") == expected_format;
+        if (f.HasAttr("/", "format")) {
+          found = f.GetStringAttr("/", "format");
+          if (found == expected_format) return;
+          found = "a " + found + " file, not a " + expected_format + " file";
+        } else {
+          found = "an HDF5 file without this tool's \"format\" attribute (not written by it)";
+        }
       } catch (const Error&) {
-        ours = false;
+        found = "an unreadable HDF5 file (truncated or corrupt)";
       }
+    } else {
+      char magic[8] = {0};
+      FILE* fp = std::fopen(path.c_str(), "rb");
+      size_t n = fp ? std::fread(magic, 1, sizeof(magic), fp) : 0;
+      if (fp) std::fclose(fp);
+      if (n == 8 && std::memcmp(magic, "\211HDF\r\n\032\n", 8) == 0)
+        found = "an unreadable HDF5 file (truncated or corrupt)";
+      else if (st.st_size == 0)
+        found = "an empty file";
+      else
+        found = "not an HDF5 file";
     }
-    if (!ours)
-      throw Error(Msg(path, ": exists and is not a ", expected_format,
-                      " file written by this tool; refusing to overwrite it"));
+    throw Error(Msg(path, ": exists and is ", found, "; refusing to overwrite it (delete or move it if it is "
+                    "an old output)"));
   }
 }
 

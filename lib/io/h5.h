@@ -53,10 +53,14 @@ struct DatasetInfo {
   Shape shape;
 };
 
+class AtomicFile;
+
 class File {
  public:
   // Creates (truncating) a file for writing. Prefer AtomicFile for outputs.
   static File Create(const std::string& path);
+  // Creates the temporary of an atomic output; errors name the final path.
+  static File Create(const AtomicFile& out);
   // Opens an existing file; fails with a clear error if missing or not HDF5.
   static File Open(const std::string& path, bool writable = false);
 
@@ -119,6 +123,7 @@ class File {
   [[noreturn]] void Fail(const std::string& object, const std::string& what) const;
   Handle file_;
   std::string path_;
+  std::string shown_as_;  // the name errors use (an atomic output's final path), if not path_
 };
 
 // Writes an output file under a temporary name in the same directory; Commit() renames it onto

@@ -1,6 +1,7 @@
 // Checkpoint writing and strict loading.
 #include "models/checkpoint.h"
 
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -90,15 +91,49 @@ void ReadModelStateStrict(const h5::File& f, const std::string& group, torch::nn
   }
 }
 
+namespace {
+namespace fs = std::filesystem;
+
+// T* refers to its teachers by path. In the file the path is relative to the checkpoint's own
+// folder, so a run folder can be moved or copied; in memory it is usable from the working
+// directory. The sha256 recorded beside it still guards the content.
+nlohmann::json ModelJsonForFile(const ModelConfig& model, const std::string& file) {
+  nlohmann::json j = model.ToJson();
+  if (model.arch != "joint" || !j.contains("joint")) return j;
+  fs::path dir = fs::absolute(fs::path(file).parent_path()).lexically_normal();
+  for (auto& t : j["joint"]["teachers"]) {
+    fs::path p = fs::absolute(t.at("path").get<std::string>()).lexically_normal();
+    fs::path rel = p.lexically_relative(dir);
+    t["path"] = rel.empty() ? p.string() : rel.string();
+  }
+  return j;
+}
+
+void ResolveJointPaths(ModelConfig& model, const std::string& file) {
+  if (model.arch != "joint" || !model.joint.contains("teachers")) return;
+  fs::path dir = fs::path(file).parent_path();
+  for (auto& t : model.joint["teachers"]) {
+    fs::path p = t.at("path").get<std::string>();
+    if (p.is_absolute()) continue;
+    fs::path beside = (dir / p).lexically_normal();
+    // Checkpoints written before paths were stored relative to their folder hold paths relative
+    // to the working directory they were built in: accept those when nothing is found beside.
+    std::error_code ec;
+    if (!fs::exists(beside, ec) && fs::exists(p, ec)) continue;
+    t["path"] = beside.string();
+  }
+}
+}  // namespace
+
 void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const CheckpointMeta& meta,
                     const TrainState* state, const Provenance& provenance, torch::nn::Module* aux) {
   h5::CheckOutputPath(path, kCheckpointFormat);
   h5::AtomicFile atomic(path);
-  h5::File f = h5::File::Create(atomic.temp_path());
+  h5::File f = h5::File::Create(atomic);
   f.SetAttr("/", "format", kCheckpointFormat);
   f.SetAttr("/", "format_version", static_cast<int64_t>(kCheckpointVersion));
   f.SetAttr("/", "kind", meta.kind);
-  f.SetJsonAttr("/", "model", meta.model.ToJson());
+  f.SetJsonAttr("/", "model", ModelJsonForFile(meta.model, path));
   nlohmann::json ds = nlohmann::json::array();
   for (const auto& d : meta.datasets) ds.push_back(d.ToJson());
   f.SetJsonAttr("/", "datasets", ds);
@@ -116,6 +151,7 @@ void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const Check
     f.SetAttr("train_state", "best_metric", state->best_metric);
     f.SetAttr("train_state", "best_epoch", state->best_epoch);
     f.SetJsonAttr("train_state", "extra", state->extra);
+    if (!state->recipe.is_null()) f.SetJsonAttr("train_state", "recipe", state->recipe);
     if (aux) WriteModelState(f, "train_state/aux", *aux);
   }
   WriteProvenance(f, provenance);
@@ -133,6 +169,7 @@ CheckpointMeta ReadCheckpointMeta(const h5::File& f) {
   CheckpointMeta m;
   m.kind = f.GetStringAttr("/", "kind");
   m.model = ModelConfig::FromJson(f.GetJsonAttr("/", "model"), f.path() + ": model");
+  ResolveJointPaths(m.model, f.path());
   auto ds = f.GetJsonAttr("/", "datasets");
   for (size_t i = 0; i < ds.size(); ++i)
     m.datasets.push_back(HeadInfo::FromJson(ds[i], Msg(f.path(), ": datasets[", i, "]")));
@@ -157,6 +194,7 @@ LoadedCheckpoint LoadCheckpoint(const std::string& path, bool with_train_state) 
     out.state.best_metric = f.GetDoubleAttr("train_state", "best_metric");
     out.state.best_epoch = f.GetIntAttr("train_state", "best_epoch");
     out.state.extra = f.GetJsonAttr("train_state", "extra");
+    if (f.HasAttr("train_state", "recipe")) out.state.recipe = f.GetJsonAttr("train_state", "recipe");
   }
   f.Close();
   out.sha256 = Sha256File(path);

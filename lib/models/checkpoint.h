@@ -53,6 +53,9 @@ struct TrainState {
   double best_metric = -1.0;
   int64_t best_epoch = -1;
   nlohmann::json extra = nlohmann::json::object();
+  // What shapes the trajectory (optimiser options, epochs, seed, steps per epoch): --resume refuses
+  // a run whose recipe differs. Null in checkpoints written before it was recorded.
+  nlohmann::json recipe;
 };
 
 void WriteModelState(h5::File& f, const std::string& group, torch::nn::Module& module);

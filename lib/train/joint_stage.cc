@@ -236,7 +236,7 @@ void FinetuneJointOptions::Check() const {
 TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::string>& store_paths,
                           const std::string& out, const FinetuneJointOptions& opts, Provenance provenance) {
   torch::Device device = ParseDevice(opts.loop.device);
-  RunFiles(out).CheckWritable();
+  RunFiles(out).CheckWritable(opts.loop.resume);
   LoadedCheckpoint init = LoadCheckpoint(init_path);
   if (init.meta.kind != "joint") throw Error(Msg(init_path, ": a '", init.meta.kind, "' checkpoint, not a joint teacher"));
   provenance.AddInputFingerprint("joint", init_path, init.sha256);
@@ -302,7 +302,7 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
       throw Error("the stores have different image sizes; resize them to the joint teacher's with prepare_data");
   lo.train_augment = opts.teacher_maps == "online";  // cached maps are of clean images
   lo.seed = opts.loop.seed;
-  lo.drop_last = true;
+  lo.drop_last = !opts.loop.keep_last_batch;
   lo.workers = opts.loop.workers;
   lo.prefetch = opts.loop.prefetch;
   Loader loader(sources, lo);

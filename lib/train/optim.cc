@@ -41,6 +41,15 @@ void OptimOptions::Register(po::options_description& d, const std::string& p) {
       (p + "clip-grad").c_str(), po::value(&clip_grad)->default_value(clip_grad), "max global gradient norm (0 = off)");
 }
 
+nlohmann::json OptimOptions::ToJson() const {
+  return {{"optimizer", optimizer}, {"lr", lr}, {"momentum", momentum}, {"nesterov", nesterov},
+          {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight-decay", weight_decay},
+          {"no-decay-norm-bias", no_decay_norm_bias}, {"schedule", schedule},
+          {"warmup-epochs", warmup_epochs}, {"step-epochs", step_epochs}, {"gamma", gamma},
+          {"min-lr", min_lr}, {"onecycle-pct", onecycle_pct}, {"onecycle-div", onecycle_div},
+          {"onecycle-final-div", onecycle_final_div}, {"clip-grad", clip_grad}};
+}
+
 void OptimOptions::Check(const std::string& p) const {
   OptionChecker c(p);
   c.Require(optimizer == "sgd" || optimizer == "adam" || optimizer == "adamw", "optimizer",

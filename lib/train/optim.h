@@ -33,6 +33,8 @@ struct OptimOptions {
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;
+  // Every field under its option name ("lr", "weight-decay", ...), for resume checks.
+  nlohmann::json ToJson() const;
 };
 
 // Builds the optimiser over `module`'s trainable parameters (two groups when no_decay_norm_bias).

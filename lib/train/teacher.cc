@@ -130,7 +130,7 @@ void TeacherOptions::Check() const {
 TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std::string& out,
                          const TeacherOptions& opts, Provenance provenance) {
   torch::Device device = ParseDevice(opts.loop.device);
-  RunFiles(out).CheckWritable();  // before loading data
+  RunFiles(out).CheckWritable(opts.loop.resume);  // before loading data
   std::vector<std::shared_ptr<const ImageStore>> stores;
   for (size_t i = 0; i < store_paths.size(); ++i) {
     stores.push_back(std::make_shared<ImageStore>(ImageStore::Open(store_paths[i])));
@@ -187,7 +187,7 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
   LoaderOptions lo;
   lo.augment = opts.augment.Train();
   lo.seed = opts.loop.seed;
-  lo.drop_last = true;
+  lo.drop_last = !opts.loop.keep_last_batch;
   lo.workers = opts.loop.workers;
   lo.prefetch = opts.loop.prefetch;
   Loader loader(sources, lo);

@@ -30,7 +30,10 @@ void TrainLoopOptions::Register(po::options_description& d, const std::string& p
       (p + "prefetch").c_str(), po::value(&prefetch)->default_value(prefetch), "batches prepared ahead")(
       (p + "log-seconds").c_str(), po::value(&log_seconds)->default_value(log_seconds), "seconds between progress lines")(
       (p + "stop-after").c_str(), po::value(&stop_after)->default_value(stop_after),
-      "end this run after N epochs as if interrupted (0 = off); continue later with --resume");
+      "end this run after N epochs as if interrupted (0 = off); continue later with --resume")(
+      (p + "keep-last-batch").c_str(), po::value(&keep_last_batch)->default_value(keep_last_batch)->implicit_value(true),
+      "also train on each epoch's final incomplete batch (default: left out, as it is reshuffled every epoch; "
+      "a final batch of one image fails with BatchNorm)");
 }
 
 void TrainLoopOptions::Check(const std::string& p) const {
@@ -52,7 +55,20 @@ RunFiles::RunFiles(const std::string& out_path) : out(out_path) {
   metrics = stem + ".metrics.jsonl";
 }
 
-void RunFiles::CheckWritable() const {
+void RunFiles::CheckWritable(bool resume) const {
+  if (resume && PathExists(last)) {  // say what is wrong with it, not "refusing to overwrite"
+    bool readable = h5::IsHdf5(last);
+    if (readable) {
+      try {
+        h5::File probe = h5::File::Open(last);
+      } catch (const Error&) {
+        readable = false;
+      }
+    }
+    if (!readable)
+      throw Error(Msg("--resume: ", last, " is truncated or corrupt (not a readable HDF5 file); delete it "
+                      "and start afresh without --resume"));
+  }
   for (const auto& p : {out, last, best}) h5::CheckOutputPath(p, kCheckpointFormat);
 }
 
@@ -103,13 +119,38 @@ void WriteHistory(const std::string& path, const std::vector<nlohmann::json>& hi
 
 }  // namespace
 
+std::string RecipeDifference(const nlohmann::json& saved, const nlohmann::json& now) {
+  std::vector<std::string> diffs;
+  auto flat = [](const nlohmann::json& r) {
+    std::map<std::string, nlohmann::json> m;
+    for (auto it = r.begin(); it != r.end(); ++it) {
+      if (it.value().is_object())
+        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt) m["--" + jt.key()] = jt.value();
+      else
+        m[it.key() == "steps_per_epoch" ? "steps per epoch (--batch-size or the data)" : "--" + it.key()] = it.value();
+    }
+    return m;
+  };
+  auto a = flat(saved), b = flat(now);
+  for (const auto& [k, v] : b) {
+    auto it = a.find(k);
+    if (it == a.end()) continue;  // a knob added after the checkpoint was written
+    bool same = it->second == v ||
+                (it->second.is_number() && v.is_number() && it->second.get<double>() == v.get<double>());
+    if (!same) diffs.push_back(Msg(k, " ", it->second.dump(), " -> ", v.dump()));
+  }
+  return JoinNames(diffs);
+}
+
 TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                   const TrainLoopOptions& loop, const std::string& out_path,
                   const Provenance& provenance, torch::Device device) {
   if (loop.precision != "fp32" && !device.is_cuda())
     throw UsageError("--precision " + loop.precision + " needs a CUDA device (use fp32 on CPU)");
   RunFiles files(out_path);
-  files.CheckWritable();
+  files.CheckWritable(loop.resume);
+  // A run killed while writing left temporaries; `best` in particular may never be rewritten.
+  for (const auto& p : {files.out, files.last, files.best, files.metrics}) RemoveOrphanTemps(p);
 
   torch::nn::Module& model = *task.model;
   model.to(device);
@@ -126,6 +167,12 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   auto optimizer = MakeOptimizer(optim, params, task.lr_scale, &group_scales);
   LossScaler scaler;
 
+  // What shapes the trajectory: a resumed run must continue the same recipe.
+  const nlohmann::json recipe = {{"optim", optim.ToJson()},
+                                 {"epochs", loop.epochs},
+                                 {"seed", loop.seed},
+                                 {"keep-last-batch", loop.keep_last_batch},
+                                 {"steps_per_epoch", loader.steps_per_epoch()}};
   TrainResult result;
   int64_t start_epoch = 0, global_step = 0;
   if (loop.resume) {
@@ -137,6 +184,15 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       throw Error(Msg(files.last, ": was trained with a different model configuration; resume with the "
                                   "same options or start afresh without --resume"));
     if (!f.Exists("train_state")) throw Error(Msg(files.last, ": has no training state to resume from"));
+    if (f.HasAttr("train_state", "recipe")) {
+      std::string diff = RecipeDifference(f.GetJsonAttr("train_state", "recipe"), recipe);
+      if (!diff.empty())
+        throw Error(Msg("--resume: ", files.last, " was trained with other options (", diff,
+                        "); resume with the same options, or start afresh without --resume"));
+    } else {
+      MLOG(WARNING) << files.last << " records no recipe (older checkpoint): cannot check that --resume "
+                    << "continues with the same optimiser options";
+    }
     model.to(torch::kCPU);
     ReadModelStateStrict(f, "state", model);
     model.to(device);
@@ -284,6 +340,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     state.global_step = global_step;
     state.best_metric = result.best_metric;
     state.best_epoch = result.best_epoch;
+    state.recipe = recipe;
     if (task.save_extra) state.extra = task.save_extra();
     model.to(torch::kCPU);
     if (task.aux) task.aux->to(torch::kCPU);

@@ -36,6 +36,7 @@ struct TrainLoopOptions {
   int prefetch = 4;                  // batches prepared ahead
   double log_seconds = 10.0;         // progress line interval
   int stop_after = 0;                // stop (as if interrupted) after this many epochs this run
+  bool keep_last_batch = false;      // also train on the final incomplete batch of each epoch
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;
@@ -86,8 +87,13 @@ struct RunFiles {
   explicit RunFiles(const std::string& out_path);
   // Fails (before any heavy work) if one of the checkpoints cannot be written or would replace a
   // file that is not a checkpoint.
-  void CheckWritable() const;
+  // Fails early when an output cannot be written; with `resume`, first when `last` is unreadable.
+  void CheckWritable(bool resume = false) const;
 };
+
+// The options that differ between a saved recipe and the current one, as "--lr 0.1 -> 0.05, ...";
+// empty when they agree (exposed for tests).
+std::string RecipeDifference(const nlohmann::json& saved, const nlohmann::json& now);
 
 // Runs the loop. Throws Error on a non-finite loss (naming epoch and step; the last good
 // checkpoint stays). The output file appears only when all epochs finished.

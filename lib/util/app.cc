@@ -167,21 +167,38 @@ bool CommandLine::Parse(int argc, char** argv) {
   return true;
 }
 
+namespace {
+// One option value as JSON. Every type an option struct registers must be listed here: an
+// unknown type is a programming error (the tests run every binary, so it cannot ship).
+template <typename T>
+bool PutAs(const boost::any& a, nlohmann::json* out) {
+  if (auto p = boost::any_cast<T>(&a)) {
+    *out = *p;
+    return true;
+  }
+  if (auto p = boost::any_cast<std::vector<T>>(&a)) {
+    *out = *p;
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+nlohmann::json OptionValueJson(const std::string& key, const boost::any& a) {
+  nlohmann::json v;
+  if (PutAs<std::string>(a, &v) || PutAs<bool>(a, &v) || PutAs<int>(a, &v) || PutAs<unsigned>(a, &v) ||
+      PutAs<long>(a, &v) || PutAs<unsigned long>(a, &v) || PutAs<long long>(a, &v) ||
+      PutAs<unsigned long long>(a, &v) || PutAs<double>(a, &v) || PutAs<float>(a, &v))
+    return v;
+  throw Error(Msg("internal: option --", key, " has a type (", a.type().name(),
+                  ") that provenance cannot record"));
+}
+
 nlohmann::json CommandLine::Resolved() const {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [key, value] : vm_) {
     if (key == "help" || key == "version") continue;
-    const boost::any& a = value.value();
-    if (auto p = boost::any_cast<std::string>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<int>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<int64_t>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<double>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<float>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<bool>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<std::vector<std::string>>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<std::vector<int>>(&a)) out[key] = *p;
-    else if (auto p = boost::any_cast<std::vector<double>>(&a)) out[key] = *p;
-    else out[key] = "<unprintable>";
+    out[key] = OptionValueJson(key, value.value());
   }
   out["threads"] = threads_;
   return out;

@@ -90,6 +90,10 @@ int RunMain(const std::string& app_name, const std::function<int()>& body);
 // arrays give one token per element). Exposed for tests.
 std::vector<std::string> ConfigToTokens(const nlohmann::json& config, const std::string& source);
 
+// One option's value as JSON (every integer width, float, bool, string and vectors of them);
+// throws Error for a type it does not know. Exposed for tests.
+nlohmann::json OptionValueJson(const std::string& key, const boost::any& value);
+
 // Human-readable versions of the project and the libraries it links (for --version and provenance).
 nlohmann::json VersionInfo();
 

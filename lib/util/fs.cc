@@ -1,16 +1,22 @@
 // File-system helpers.
 #include "util/fs.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "util/error.h"
+#include "util/log.h"
 
 namespace mlfd {
 
@@ -19,22 +25,73 @@ bool PathExists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+int RemoveOrphanTemps(const std::string& final_path) {
+  auto slash = final_path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : final_path.substr(0, slash));
+  std::string prefix = "." + final_path.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return 0;
+  std::vector<std::string> orphans;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string rest = name.substr(prefix.size());  // "<pid>" or "<pid>-<n>"
+    size_t digits = rest.find_first_not_of("0123456789");
+    std::string pid_text = rest.substr(0, digits);
+    if (pid_text.empty() || pid_text.size() > 9) continue;
+    if (digits != std::string::npos &&
+        (rest[digits] != '-' || rest.size() == digits + 1 ||
+         rest.find_first_not_of("0123456789", digits + 1) != std::string::npos))
+      continue;
+    pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    orphans.push_back(dir + "/" + name);
+  }
+  closedir(d);
+  int removed = 0;
+  for (const auto& p : orphans)
+    if (std::remove(p.c_str()) == 0) {
+      MLOG(WARNING) << "removed " << p << ", left behind by a process that no longer runs";
+      ++removed;
+    }
+  return removed;
+}
+
 void WriteTextAtomic(const std::string& path, const std::string& text) {
+  RemoveOrphanTemps(path);
+  static std::atomic<int> counter{0};
   auto slash = path.rfind('/');
   std::string tmp = (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + "." +
                     path.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-" +
-                    std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw Error(Msg(path, ": cannot write (", std::strerror(errno), ")"));
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(Msg(path, ": write failed (disk full?)"));
-    }
+                    std::to_string(getpid()) + "-" + std::to_string(counter++);
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(Msg(path, ": cannot write (", std::strerror(errno), ")"));
+  auto fail = [&](int err) {
+    close(fd);
+    std::remove(tmp.c_str());
+    throw Error(Msg(path, ": write failed (", std::strerror(err), ")"));
+  };
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail(n < 0 ? errno : ENOSPC);
+    p += n;
+    left -= static_cast<size_t>(n);
   }
-  RenameFile(tmp, path);
+  if (fdatasync(fd) != 0 && errno != EINVAL && errno != EROFS) fail(errno);
+  if (close(fd) != 0) {
+    int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(Msg(path, ": write failed (", std::strerror(err), ")"));
+  }
+  try {
+    RenameFile(tmp, path);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
 }
 
 std::string ReadTextFile(const std::string& path) {

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Reliability trials, printed as a Markdown table (the figures in docs/reliability.md):
+#  - corruption: N random single-byte flips inside the stored data of a checkpoint, an image store
+#    and a feature cache (a random chunk of a random numeric dataset, so every flip hits tensor or
+#    image bytes), each read by the stage that consumes it;
+#  - full disk: every writing stage with its output on a tiny filesystem (a 3 MB tmpfs when mount
+#    is allowed, else a 1 KiB file-size limit), checked for exit 1, one line and nothing left.
+# Each trial is classed as detected (exit 1 naming the checksum), other clean error (exit 1),
+# undetected (exit 0) or crash (any other exit status).
+#
+# Usage: scripts/reliability_trials.sh [--trials N] [--bin build/bin] [--keep DIR]
+set -euo pipefail
+TRIALS=40
+BIN=build/bin
+KEEP=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --trials) TRIALS="$2"; shift 2 ;;
+    --bin) BIN="$2"; shift 2 ;;
+    --keep) KEEP="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "reliability_trials.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+BIN=$(cd "$BIN" && pwd)
+PY=/usr/bin/python3
+W=${KEEP:-$(mktemp -d)}
+mkdir -p "$W"
+cleanup() { [ -n "$KEEP" ] || rm -rf "$W"; mountpoint -q "$W/full" 2>/dev/null && umount "$W/full" || true; }
+trap cleanup EXIT
+cd "$W"
+
+# A tiny learnable store, a teacher and a feature cache.
+"$PY" - <<'EOF'
+import numpy as np, zlib, struct, os
+def png(path, a):
+    h, w = a.shape
+    raw = b''.join(b'\x00' + a[i].tobytes() for i in range(h))
+    ch = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+    open(path, 'wb').write(b'\x89PNG\r\n\x1a\n' + ch(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+                           + ch(b'IDAT', zlib.compress(raw)) + ch(b'IEND', b''))
+rng = np.random.default_rng(0)
+for c in range(3):
+    os.makedirs(f'imgs/c{c}', exist_ok=True)
+    for k in range(30):
+        a = rng.integers(0, 60, (12, 12), dtype=np.uint8); a[:, c * 4:(c + 1) * 4] += 150
+        png(f'imgs/c{c}/{k}.png', a)
+EOF
+cat > toy.json <<EOF
+{"name": "toy", "classes": "folders", "sources": [{"kind": "folder", "root": "$W/imgs"}],
+ "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},
+ "image": {"size": 12, "channels": 1}}
+EOF
+NET="--threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16 --batch-size 16 --workers 1"
+"$BIN/prepare_data" -v 0 toy.json toy.h5 > /dev/null
+"$BIN/train_teacher" -v 0 $NET --epochs 2 --out t.h5 toy.h5 > /dev/null
+"$BIN/extract_features" -v 0 --device cpu --levels layer2,logits --out f.h5 t.h5 toy.h5 > /dev/null
+
+# flip FILE SEED: one byte inside a random chunk of a random numeric dataset; prints the dataset.
+flip() {
+  "$PY" - "$1" "$2" <<'EOF'
+import h5py, random, sys
+path, seed = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(seed)
+spots = []
+with h5py.File(path, 'r') as f:
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in 'uif' and obj.chunks:
+            n = obj.id.get_num_chunks()
+            if n: spots.append((name, n))
+    f.visititems(visit)
+    name, n = rnd.choice(spots)
+    info = f[name].id.get_chunk_info(rnd.randrange(n))
+off = info.byte_offset + rnd.randrange(info.size)
+with open(path, 'r+b') as fp:
+    fp.seek(off); b = fp.read(1); fp.seek(off); fp.write(bytes([b[0] ^ (1 << rnd.randrange(8))]))
+print(name)
+EOF
+}
+
+declare -A DET OTHER UNDET CRASH
+classify() {  # kind rc err
+  local kind=$1 rc=$2 err=$3
+  if [ "$rc" = 0 ]; then UNDET[$kind]=$(( ${UNDET[$kind]:-0} + 1 ))
+  elif [ "$rc" = 1 ] && grep -q "checksum mismatch" <<<"$err"; then DET[$kind]=$(( ${DET[$kind]:-0} + 1 ))
+  elif [ "$rc" = 1 ]; then OTHER[$kind]=$(( ${OTHER[$kind]:-0} + 1 ))
+  else CRASH[$kind]=$(( ${CRASH[$kind]:-0} + 1 )); echo "crash ($rc): $kind: $err" >&2; fi
+}
+for i in $(seq 1 "$TRIALS"); do
+  cp t.h5 bad.h5; flip bad.h5 "$i" > /dev/null
+  set +e; err=$("$BIN/evaluate" -v 0 --device cpu bad.h5 toy.h5 2>&1 >/dev/null); rc=$?; set -e
+  classify checkpoint "$rc" "$err"
+  cp toy.h5 bad_store.h5; flip bad_store.h5 "$i" > /dev/null
+  set +e; err=$("$BIN/evaluate" -v 0 --device cpu t.h5 bad_store.h5 2>&1 >/dev/null); rc=$?; set -e
+  classify "image store" "$rc" "$err"
+  cp f.h5 bad_f.h5; flip bad_f.h5 "$i" > /dev/null
+  rm -f s.h5 s.last.h5 s.best.h5 s.metrics.jsonl
+  set +e; err=$("$BIN/distill_student" -v 0 $NET --epochs 1 --method fitnet --like t.h5 --teacher t.h5 \
+    --teacher-signals cached --features bad_f.h5 --out s.h5 toy.h5 2>&1 >/dev/null); rc=$?; set -e
+  classify "feature cache" "$rc" "$err"
+done
+
+echo "## Corruption trials ($TRIALS single-byte flips in stored data per file kind)"
+echo
+echo "| file kind | read by | trials | detected (checksum) | other clean error | undetected | crash |"
+echo "|---|---|---|---|---|---|---|"
+for k in checkpoint "image store" "feature cache"; do
+  by=evaluate; [ "$k" = "feature cache" ] && by="distill_student --teacher-signals cached"
+  echo "| $k | $by | $TRIALS | ${DET[$k]:-0} | ${OTHER[$k]:-0} | ${UNDET[$k]:-0} | ${CRASH[$k]:-0} |"
+done
+
+# Full disk: a 3 MB tmpfs where mount works (root, not in every container), else a file-size limit.
+mkdir -p full
+how="a 3 MB tmpfs"
+mount -t tmpfs -o size=3m tmpfs full 2>/dev/null || how="a 1 KiB file-size limit (mount not permitted here)"
+run_full() {  # name command...
+  local name=$1; shift
+  rm -rf full/* full/.[!.]* 2>/dev/null || true
+  if [ "$how" = "a 3 MB tmpfs" ]; then
+    head -c 2900000 /dev/zero > full/filler 2>/dev/null || true  # leave almost nothing free
+  fi
+  set +e
+  if [ "$how" = "a 3 MB tmpfs" ]; then err=$("$@" 2>&1 >/dev/null); rc=$?
+  else err=$(bash -c 'trap "" XFSZ; ulimit -f 2; exec "$@"' _ "$@" 2>&1 >/dev/null); rc=$?; fi
+  set -e
+  local left lines
+  left=$(find full -mindepth 1 ! -name filler ! -name '*.metrics.jsonl' | wc -l)
+  lines=$(printf '%s\n' "$err" | grep -c . || true)
+  echo "| $name | $rc | $lines | $left | $(printf '%s' "$err" | head -1 | cut -c1-110) |"
+}
+echo
+echo "## Full disk ($how)"
+echo
+echo "| stage | exit | stderr lines | files left | message |"
+echo "|---|---|---|---|---|"
+run_full prepare_data "$BIN/prepare_data" -v 0 toy.json full/s.h5
+run_full train_teacher "$BIN/train_teacher" -v 0 $NET --epochs 1 --out full/t.h5 toy.h5
+run_full extract_features "$BIN/extract_features" -v 0 --device cpu --levels layer2 --out full/f.h5 t.h5 toy.h5
+run_full "evaluate --logits-out" "$BIN/evaluate" -v 0 --device cpu --logits-out full/l.h5 t.h5 toy.h5
+run_full "evaluate --confusion-png" "$BIN/evaluate" -v 0 --device cpu --confusion-png full/c.png t.h5 toy.h5
+run_full build_joint "$BIN/build_joint" -v 0 --embed-teachers --out full/j.h5 --teacher t.h5
+"$BIN/build_joint" -v 0 --adaptor-dim 8 --out j.h5 --teacher t.h5 > /dev/null
+run_full finetune_joint "$BIN/finetune_joint" -v 0 --threads 2 --device cpu --batch-size 16 --workers 1 --epochs 1 \
+  --out full/jf.h5 j.h5 toy.h5
+run_full distill_student "$BIN/distill_student" -v 0 $NET --epochs 1 --method kd --like t.h5 --teacher t.h5 --out full/s.h5 toy.h5
+"$BIN/evaluate" -v 0 --device cpu --name teacher --out e.json t.h5 toy.h5 > /dev/null
+run_full report "$BIN/report" -v 0 --md full/r.md e.json

@@ -1,0 +1,198 @@
+// Makefile.pipeline hygiene: a dataset's manifest and data root set per dataset in the pipeline
+// file (MANIFEST_<ds>, DATA_ROOT_<ds>), and one make per run folder (the flock on $(RUN)/.lock:
+// a second make on the same RUN stops at once with one line, -n takes no lock, other RUN folders
+// are not blocked).
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <thread>
+
+#include "data/image_store.h"
+#include "io/h5.h"
+#include "test_util.h"
+#include "util/error.h"
+
+using namespace mlfd;
+using mlfd_test::FileExists;
+using mlfd_test::ReadText;
+using mlfd_test::RunShell;
+using mlfd_test::TempDir;
+using mlfd_test::WriteText;
+namespace fs = std::filesystem;
+
+namespace {
+
+// `classes` folders c0.. of `per_class` grey PNGs each under `dir`.
+void WriteImages(const std::string& dir, int classes, int per_class, int size) {
+  for (int c = 0; c < classes; ++c) {
+    fs::create_directories(Msg(dir, "/c", c));
+    for (int k = 0; k < per_class; ++k) {
+      cv::Mat img(size, size, CV_8UC1, cv::Scalar(20 * c + k));
+      cv::imwrite(Msg(dir, "/c", c, "/", k, ".png"), img);
+    }
+  }
+}
+
+// A manifest whose one folder source is `root`, relative to the data root.
+void WriteManifest(const std::string& path, const std::string& name, const std::string& root, int seed) {
+  WriteText(path, Msg(R"({"name": ")", name, R"(", "classes": "folders", "sources": [{"kind": "folder", "root": ")", root,
+                      R"("}], "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": )",
+                      seed, R"(}, "image": {"size": 8, "channels": 1}})"));
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// Polls `done` every 50 ms for at most `seconds`; returns whether it became true.
+template <typename F>
+bool WaitFor(F done, double seconds) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("Makefile.pipeline: a dataset's manifest and data root from any folder", "[hygiene-pipeline][pipeline]") {
+  TempDir tmp;
+  // pa: its manifest in a folder of its own, its images only under its own data root. pb: the
+  // defaults, $(MANIFESTS)/pb.json and $(DATA_ROOT).
+  fs::create_directories(tmp / "elsewhere");
+  fs::create_directories(tmp / "manifests");
+  WriteImages(tmp / "root_pa/imgs/pa", 3, 5, 8);
+  WriteImages(tmp / "root_common/imgs/pb", 2, 5, 8);
+  const std::string man_a = tmp / "elsewhere/pa.json", man_b = tmp / "manifests/pb.json";
+  WriteManifest(man_a, "pa", "imgs/pa", 1);
+  WriteManifest(man_b, "pb", "imgs/pb", 1);
+  // Manifests older than any store, so only an edit below makes one newer.
+  const auto past = fs::file_time_type::clock::now() - std::chrono::seconds(120);
+  fs::last_write_time(man_a, past);
+  fs::last_write_time(man_b, past);
+  WriteText(tmp / "hyg.mk", Msg("DATASETS = pa pb\nMANIFEST_pa = ", man_a, "\nDATA_ROOT_pa = ", tmp / "root_pa", "\n"));
+  const std::string run = tmp / "run";
+  const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=hyg PIPELINE_FILE=", tmp / "hyg.mk",
+                               " MANIFESTS=", tmp / "manifests", " DATA_ROOT=", tmp / "root_common", " RUN=", run,
+                               " BIN=", MLFD_BIN_DIR, " VERBOSE=0");
+
+  auto plan = RunShell(make + " -n data");
+  INFO(plan.err);
+  REQUIRE(plan.exit_code == 0);
+  CHECK(plan.out.find(Msg("--data-root ", tmp / "root_pa", " ")) != std::string::npos);
+  CHECK(plan.out.find(Msg(man_a, " ", run, "/data/pa.h5")) != std::string::npos);
+  CHECK(plan.out.find(Msg("--data-root ", tmp / "root_common", " ")) != std::string::npos);
+  CHECK(plan.out.find(Msg(man_b, " ", run, "/data/pb.h5")) != std::string::npos);
+  CHECK_FALSE(FileExists(run));  // -n wrote nothing, not even the lock
+
+  auto made = RunShell(make + " data");
+  INFO(made.out << made.err);
+  REQUIRE(made.exit_code == 0);
+  ImageStore a = ImageStore::Open(run + "/data/pa.h5"), b = ImageStore::Open(run + "/data/pb.h5");
+  CHECK(a.name() == "pa");
+  CHECK(a.size() == 15);
+  CHECK(a.num_classes() == 3);
+  CHECK(b.name() == "pb");
+  CHECK(b.size() == 10);
+  CHECK(b.num_classes() == 2);
+  auto root_of = [](const std::string& store) {
+    return h5::File::Open(store).GetJsonAttr("/", "provenance")["options"]["data-root"].get<std::string>();
+  };
+  CHECK(root_of(run + "/data/pa.h5") == tmp / "root_pa");
+  CHECK(root_of(run + "/data/pb.h5") == tmp / "root_common");
+  CHECK(ReadText(run + "/data/pa.json").find("\"samples\":15") != std::string::npos);
+
+  // Editing pa's manifest rebuilds pa's store, and only it.
+  const auto stored = fs::file_time_type::clock::now() - std::chrono::seconds(60);
+  fs::last_write_time(run + "/data/pa.h5", stored);
+  fs::last_write_time(run + "/data/pb.h5", stored);
+  WriteManifest(man_a, "pa", "imgs/pa", 7);
+  auto again = RunShell(make + " data");
+  INFO(again.out << again.err);
+  REQUIRE(again.exit_code == 0);
+  CHECK(again.out.find(man_a) != std::string::npos);
+  CHECK(again.out.find(man_b) == std::string::npos);
+  CHECK(h5::File::Open(run + "/data/pa.h5").GetJsonAttr("/", "manifest")["split"]["seed"] == 7);
+  CHECK(fs::last_write_time(run + "/data/pb.h5") == stored);
+
+  // A manifest that is not there is named.
+  auto missing = RunShell(make + " MANIFEST_pa=" + tmp / "nowhere.json data");
+  CHECK(missing.exit_code != 0);
+  CHECK(missing.err.find(Msg("No rule to make target '", tmp / "nowhere.json", "'")) != std::string::npos);
+}
+
+TEST_CASE("Makefile.pipeline: a second make on the same RUN stops at once and another RUN is not blocked",
+          "[hygiene-pipeline][pipeline]") {
+  TempDir tmp;
+  // A stand-in prepare_data that takes $FAKE_SLEEP seconds, so the first make holds the lock that long.
+  fs::create_directories(tmp / "bin");
+  WriteText(tmp / "bin/prepare_data",
+            "#!/bin/sh\nsleep \"${FAKE_SLEEP:-0}\"\nfor a; do out=$a; done\necho store > \"$out\"\necho '{}'\n");
+  fs::permissions(tmp / "bin/prepare_data", fs::perms::owner_all);
+  WriteText(tmp / "m.json", "{}");
+  WriteText(tmp / "lock.mk", "DATASETS = m\n");
+  auto make = [&](const std::string& run) {
+    return Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=lock PIPELINE_FILE=", tmp / "lock.mk",
+               " MANIFESTS=", tmp.path(), " BIN=", tmp / "bin", " RUN=", run, " VERBOSE=0");
+  };
+  const std::string r1 = tmp / "r1", r2 = tmp / "r2";
+
+  // The first make, in the background: its pid now, its exit status when it ends.
+  auto bg = RunShell(Msg("( FAKE_SLEEP=6 ", make(r1), " -j2 data >", tmp / "bg.log", " 2>&1 & echo $! >", tmp / "bg.pid",
+                         "; wait $!; echo $? >", tmp / "bg.rc.part", "; mv ", tmp / "bg.rc.part ", tmp / "bg.rc", " ) &"));
+  REQUIRE(bg.exit_code == 0);
+  std::string pid;
+  bool locked = WaitFor(
+      [&] {
+        pid = Trim(ReadText(tmp / "bg.pid"));
+        return !pid.empty() && Trim(ReadText(r1 + "/.lock")) == pid;
+      },
+      30);
+  INFO(ReadText(tmp / "bg.log"));
+  REQUIRE(locked);  // the lock file names the make that holds it
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto second = RunShell(make(r1) + " -j2 data");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(second.out << second.err);
+  CHECK(second.exit_code == 2);
+  CHECK(secs < 5);
+  CHECK(second.err.find(Msg("another make is running in ", r1, " (lock ", r1, "/.lock held by pid ", pid,
+                            "); wait for it or use another RUN")) != std::string::npos);
+  CHECK(second.out.find("prepare_data") == std::string::npos);
+  CHECK_FALSE(FileExists(tmp / "bg.rc"));  // the first one is still running
+
+  // -n takes no lock: the plan is printed meanwhile.
+  auto plan = RunShell(make(r1) + " -n data");
+  CHECK(plan.exit_code == 0);
+  CHECK(plan.out.find(Msg(tmp / "m.json ", r1, "/data/m.h5")) != std::string::npos);
+  // Another RUN folder runs meanwhile.
+  auto other = RunShell(make(r2) + " data");
+  INFO(other.err);
+  CHECK(other.exit_code == 0);
+  CHECK(Trim(ReadText(r2 + "/data/m.h5")) == "store");
+  CHECK_FALSE(FileExists(tmp / "bg.rc"));
+
+  // The first make finishes undisturbed; then the folder is free again.
+  REQUIRE(WaitFor([&] { return FileExists(tmp / "bg.rc"); }, 60));
+  CHECK(Trim(ReadText(tmp / "bg.rc")) == "0");
+  CHECK(Trim(ReadText(r1 + "/data/m.h5")) == "store");
+  CHECK(FileExists(r1 + "/data/m.json"));
+  auto after = RunShell(make(r1) + " data");
+  CHECK(after.exit_code == 0);
+  CHECK(after.out.find("Nothing to be done for 'data'") != std::string::npos);
+
+  // A lock held by any other process blocks too (its pid is unknown to the lock file).
+  REQUIRE(RunShell(Msg("flock ", r1, "/.lock sleep 2 >/dev/null 2>&1 &")).exit_code == 0);
+  REQUIRE(WaitFor([&] { return RunShell(Msg("flock -n ", r1, "/.lock true")).exit_code != 0; }, 10));
+  auto foreign = RunShell(make(r1) + " data");
+  CHECK(foreign.exit_code == 2);
+  CHECK(foreign.err.find(Msg("(lock ", r1, "/.lock held by another process)")) != std::string::npos);
+  CHECK(WaitFor([&] { return RunShell(Msg("flock -n ", r1, "/.lock true")).exit_code == 0; }, 10));
+}
