@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Reliability trials, printed as a Markdown table (the figures in docs/reliability.md):
 #  - corruption: N random single-byte flips inside the stored data of a checkpoint, an image store
-#    and a feature cache (a random chunk of a random numeric dataset, so every flip hits tensor or
-#    image bytes), each read by the stage that consumes it;
+#    and a feature cache (a random chunk of a random numeric dataset that the consuming stage reads:
+#    every tensor of the checkpoint, anything in the store, the cache's train/layer2 maps that a
+#    FitNet student reads), each then read by that stage;
+#  - bad inputs: truncated files of each kind, with a zeroed 4 KiB block in the middle or a zeroed
+#    header, wrong file kinds, missing
+#    paths, unknown names, bad values, malformed manifests and configs, out-of-range and duplicate
+#    labels, NaN losses: each must give exit 1 or 2, one stderr line and no output;
 #  - full disk: every writing stage with its output on a tiny filesystem (a 3 MB tmpfs when mount
 #    is allowed, else a 1 KiB file-size limit), checked for exit 1, one line and nothing left.
 # Each trial is classed as detected (exit 1 naming the checksum), other clean error (exit 1),
@@ -26,7 +31,7 @@ BIN=$(cd "$BIN" && pwd)
 PY=/usr/bin/python3
 W=${KEEP:-$(mktemp -d)}
 mkdir -p "$W"
-cleanup() { [ -n "$KEEP" ] || rm -rf "$W"; mountpoint -q "$W/full" 2>/dev/null && umount "$W/full" || true; }
+cleanup() { mountpoint -q "$W/full" 2>/dev/null && umount "$W/full"; [ -n "$KEEP" ] || rm -rf "$W"; }
 trap cleanup EXIT
 cd "$W"
 
@@ -56,16 +61,17 @@ NET="--threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed
 "$BIN/train_teacher" -v 0 $NET --epochs 2 --out t.h5 toy.h5 > /dev/null
 "$BIN/extract_features" -v 0 --device cpu --levels layer2,logits --out f.h5 t.h5 toy.h5 > /dev/null
 
-# flip FILE SEED: one byte inside a random chunk of a random numeric dataset; prints the dataset.
+# flip FILE SEED [PREFIX]: one byte inside a random chunk of a random numeric dataset (whose name
+# starts with PREFIX: the data the consumer reads); prints the dataset.
 flip() {
-  "$PY" - "$1" "$2" <<'EOF'
+  "$PY" - "$1" "$2" "${3:-}" <<'EOF'
 import h5py, random, sys
-path, seed = sys.argv[1], int(sys.argv[2])
+path, seed, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rnd = random.Random(seed)
 spots = []
 with h5py.File(path, 'r') as f:
     def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in 'uif' and obj.chunks:
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in 'uif' and obj.chunks and name.startswith(prefix):
             n = obj.id.get_num_chunks()
             if n: spots.append((name, n))
     f.visititems(visit)
@@ -93,7 +99,7 @@ for i in $(seq 1 "$TRIALS"); do
   cp toy.h5 bad_store.h5; flip bad_store.h5 "$i" > /dev/null
   set +e; err=$("$BIN/evaluate" -v 0 --device cpu t.h5 bad_store.h5 2>&1 >/dev/null); rc=$?; set -e
   classify "image store" "$rc" "$err"
-  cp f.h5 bad_f.h5; flip bad_f.h5 "$i" > /dev/null
+  cp f.h5 bad_f.h5; flip bad_f.h5 "$i" train/layer2 > /dev/null  # what the FitNet student reads
   rm -f s.h5 s.last.h5 s.best.h5 s.metrics.jsonl
   set +e; err=$("$BIN/distill_student" -v 0 $NET --epochs 1 --method fitnet --like t.h5 --teacher t.h5 \
     --teacher-signals cached --features bad_f.h5 --out s.h5 toy.h5 2>&1 >/dev/null); rc=$?; set -e
@@ -109,6 +115,84 @@ for k in checkpoint "image store" "feature cache"; do
   echo "| $k | $by | $TRIALS | ${DET[$k]:-0} | ${OTHER[$k]:-0} | ${UNDET[$k]:-0} | ${CRASH[$k]:-0} |"
 done
 
+# Bad inputs: each must end with exit 1 or 2, one stderr line, and no output left.
+"$PY" - <<'EOF'
+def cut(src, dst, n): open(dst, 'wb').write(open(src, 'rb').read()[:n])
+def zero_mid(src, dst):  # a zeroed block in the middle, as a failed disk or copy leaves
+    b = bytearray(open(src, 'rb').read()); n = len(b); b[n // 3:n // 3 + 4096] = b'\0' * 4096
+    open(dst, 'wb').write(bytes(b))
+def zero_head(src, dst):
+    b = bytearray(open(src, 'rb').read()); b[:512] = b'\0' * 512; open(dst, 'wb').write(bytes(b))
+for k in ['t', 'toy', 'f']:
+    cut(f'{k}.h5', f'{k}_cut.h5', 5000); zero_mid(f'{k}.h5', f'{k}_hole.h5'); zero_head(f'{k}.h5', f'{k}_zero.h5')
+open('notes.txt', 'w').write('hello')
+open('labels.csv', 'w').write('imgs/c0/0.png,0\nimgs/c0/1.png,7\nimgs/c1/0.png,1\nimgs/c1/1.png,1\n')
+open('dup.csv', 'w').write('imgs/c0/0.png,0\n./imgs/c0/0.png,0\nimgs/c1/0.png,1\nimgs/c1/1.png,1\n')
+EOF
+cat > bad_labels.json <<EOF
+{"name": "bl", "classes": ["a", "b"], "image": {"size": 12, "channels": 1},
+ "sources": [{"kind": "list", "file": "$W/labels.csv", "root": "$W"}],
+ "split": {"mode": "stratified", "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}}
+EOF
+sed "s#labels.csv#dup.csv#" bad_labels.json > dup_list.json
+echo '{"name": "x", "classes": "folders", "image": {"size": 12, "channels": 5}, "sources": []}' > bad_manifest.json
+echo '{"name": ' > broken.json
+echo '{"lr": "fast"}' > bad_config.json
+BAD_TOTAL=0 BAD_CLEAN=0 BAD_CRASH=0 BAD_LIST=""
+bad() {  # description command...
+  local what=$1; shift
+  rm -rf out; mkdir -p out
+  set +e; err=$("$@" 2>&1 >/dev/null); rc=$?; set -e
+  local lines left
+  lines=$(printf '%s\n' "$err" | grep -c . || true)
+  left=$(find out -mindepth 1 ! -name '*.metrics.jsonl' | wc -l)
+  BAD_TOTAL=$((BAD_TOTAL + 1))
+  if { [ "$rc" = 1 ] || [ "$rc" = 2 ]; } && [ "$lines" = 1 ] && [ "$left" = 0 ]; then BAD_CLEAN=$((BAD_CLEAN + 1))
+  else
+    if [ "$rc" -ge 128 ]; then BAD_CRASH=$((BAD_CRASH + 1)); fi
+    BAD_LIST="$BAD_LIST| $what | $rc | $lines | $left | $(printf '%s' "$err" | head -1 | cut -c1-100) |"$'\n'
+  fi
+}
+for k in cut hole zero; do
+  bad "checkpoint ($k)" "$BIN/evaluate" -v 0 --device cpu --out out/e.json "t_$k.h5" toy.h5
+  bad "image store ($k)" "$BIN/evaluate" -v 0 --device cpu --out out/e.json t.h5 "toy_$k.h5"
+  bad "image store ($k) to train_teacher" "$BIN/train_teacher" -v 0 $NET --epochs 1 --out out/t.h5 "toy_$k.h5"
+  bad "feature cache ($k)" "$BIN/distill_student" -v 0 $NET --epochs 1 --method fitnet --like t.h5 --teacher t.h5 \
+    --teacher-signals cached --features "f_$k.h5" --out out/s.h5 toy.h5
+  bad "teacher ($k) to build_joint" "$BIN/build_joint" -v 0 --out out/j.h5 --teacher "t_$k.h5"
+done
+bad "text file as checkpoint" "$BIN/evaluate" -v 0 --device cpu notes.txt toy.h5
+bad "image store as checkpoint" "$BIN/evaluate" -v 0 --device cpu toy.h5 toy.h5
+bad "checkpoint as image store" "$BIN/train_teacher" -v 0 $NET --epochs 1 --out out/t.h5 t.h5
+bad "missing store" "$BIN/train_teacher" -v 0 $NET --epochs 1 --out out/t.h5 nothere.h5
+bad "missing output folder" "$BIN/train_teacher" -v 0 $NET --epochs 1 --out nodir/t.h5 toy.h5
+bad "user's file at --out" "$BIN/train_teacher" -v 0 $NET --epochs 1 --out notes.txt toy.h5
+bad "unknown architecture" "$BIN/train_teacher" -v 0 --arch resnet19 --epochs 1 --out out/t.h5 toy.h5
+bad "unknown method" "$BIN/distill_student" -v 0 $NET --method kdx --teacher t.h5 --out out/s.h5 toy.h5
+bad "unknown level" "$BIN/extract_features" -v 0 --levels layer9 --out out/f.h5 t.h5 toy.h5
+bad "negative lr" "$BIN/train_teacher" -v 0 $NET --lr -1 --out out/t.h5 toy.h5
+bad "NaN loss" "$BIN/train_teacher" -v 0 $NET --lr 1e30 --epochs 1 --out out/t.h5 toy.h5
+bad "test split for validation" "$BIN/train_teacher" -v 0 $NET --val-split test --out out/t.h5 toy.h5
+bad "misspelt option" "$BIN/train_teacher" -v 0 --epoch 3 --out out/t.h5 toy.h5
+bad "bad config value" "$BIN/train_teacher" -v 0 --config bad_config.json --out out/t.h5 toy.h5
+bad "malformed config" "$BIN/train_teacher" -v 0 --config broken.json --out out/t.h5 toy.h5
+bad "out-of-range label" "$BIN/prepare_data" -v 0 bad_labels.json out/s.h5
+bad "image listed twice (./ spelling)" "$BIN/prepare_data" -v 0 dup_list.json out/s.h5
+bad "invalid manifest" "$BIN/prepare_data" -v 0 bad_manifest.json out/s.h5
+bad "malformed manifest" "$BIN/prepare_data" -v 0 broken.json out/s.h5
+bad "resume with nothing to resume" "$BIN/train_teacher" -v 0 $NET --resume --out out/t.h5 toy.h5
+bad "report of a text file" "$BIN/report" -v 0 --md out/r.md notes.txt
+echo
+echo "## Bad inputs"
+echo
+echo "$BAD_TOTAL bad inputs; $BAD_CLEAN ended with exit 1 or 2, one stderr line and nothing left; $BAD_CRASH crashed."
+if [ -n "$BAD_LIST" ]; then
+  echo
+  echo "| input | exit | stderr lines | files left | message |"
+  echo "|---|---|---|---|---|"
+  printf '%s' "$BAD_LIST"
+fi
+
 # Full disk: a 3 MB tmpfs where mount works (root, not in every container), else a file-size limit.
 mkdir -p full
 how="a 3 MB tmpfs"
@@ -117,7 +201,7 @@ run_full() {  # name command...
   local name=$1; shift
   rm -rf full/* full/.[!.]* 2>/dev/null || true
   if [ "$how" = "a 3 MB tmpfs" ]; then
-    head -c 2900000 /dev/zero > full/filler 2>/dev/null || true  # leave almost nothing free
+    head -c 4000000 /dev/zero > full/filler 2>/dev/null || true  # fill it to the last byte
   fi
   set +e
   if [ "$how" = "a 3 MB tmpfs" ]; then err=$("$@" 2>&1 >/dev/null); rc=$?

@@ -103,9 +103,16 @@ TEST_CASE("prepare_data: empty class folders and classes missing from a split ar
   mlfd_test::WriteText(tmp / "m.json", R"({"name": "fold", "classes": "folders", "image": {"size": 8, "channels": 1},
     "sources": [{"kind": "folder", "root": "."}],
     "split": {"mode": "stratified", "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}, "seed": 1}})");
-  auto r = RunTool("prepare_data", Msg("-v 0 --data-root ", tmp / "img", " ", tmp / "m.json", " ", tmp / "s.h5"));
+  mlfd_test::WriteText(tmp / "img/a/broken.png", mlfd_test::ReadText(tmp / "img/a/0.png").substr(0, 60));
+  auto bad = RunTool("prepare_data", Msg("-v 0 --data-root ", tmp / "img", " ", tmp / "m.json", " ", tmp / "s.h5"));
+  CHECK(bad.exit_code == 1);  // the decoder's own "libpng error:" line is not shown, ours is
+  CHECK(bad.err.find("libpng") == std::string::npos);
+  CHECK(bad.err.find("1 image(s) could not be read") != std::string::npos);
+  auto r = RunTool("prepare_data", Msg("-v 0 --skip-bad --data-root ", tmp / "img", " ", tmp / "m.json", " ", tmp / "s.h5"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("libpng") == std::string::npos);
+  CHECK(r.err.find("skipped 1 unreadable image(s)") != std::string::npos);
   CHECK(r.err.find("empty: no image files") != std::string::npos);
   CHECK(r.err.find("class 'empty' has no images") != std::string::npos);
   CHECK(r.err.find("1 class(es) are missing from a split") != std::string::npos);
@@ -215,6 +222,12 @@ TEST_CASE("a moved run folder keeps working: T* finds its teachers beside it", "
     CHECK(model["joint"]["teachers"][0]["path"] == "../teachers/ma.h5");
     CHECK(model["joint"]["teachers"][1]["path"] == "../teachers/mb.h5");
   }
+  // An output in the working directory itself (no folder in its path).
+  auto here = mlfd_test::RunShell(Msg("cd ", tmp.path(), " && ", MLFD_BIN_DIR, "/build_joint -v 0 --adaptor-dim 8 --out "
+                                      "here.h5 --teacher run/teachers/ma.h5"));
+  INFO(here.err);
+  REQUIRE(here.exit_code == 0);
+  CHECK(h5::File::Open(tmp / "here.h5").GetJsonAttr("/", "model")["joint"]["teachers"][0]["path"] == "run/teachers/ma.h5");
   fs::rename(tmp / "run", tmp / "moved");
   fs::create_directories(tmp / "elsewhere");
   auto ev = mlfd_test::RunShell(Msg("cd ", tmp / "elsewhere", " && ", MLFD_BIN_DIR, "/evaluate -v 0 --device cpu ../moved/joint/init.h5 ",

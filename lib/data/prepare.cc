@@ -3,9 +3,12 @@
 #include "data/prepare.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <iostream>
 #include <filesystem>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
@@ -161,6 +164,50 @@ std::map<std::string, std::vector<int64_t>> AssignSplits(const std::vector<int64
 
 namespace {
 
+// Image decoders print their own diagnostics on stderr ("libpng error: Read Error", "Corrupt JPEG
+// data: ..."), before and between our one-line messages, although the images they concern are
+// listed by us anyway. While a block decodes, stderr goes to a temporary file; afterwards our own
+// lines (progress, warnings) are passed on and the decoders' lines only counted.
+class DecoderChatter {
+ public:
+  DecoderChatter() {
+    std::fflush(stderr);
+    file_ = std::tmpfile();
+    saved_ = file_ ? dup(2) : -1;
+    if (saved_ < 0 || dup2(fileno(file_), 2) < 0) Restore();
+  }
+  ~DecoderChatter() { Restore(); }
+  int suppressed() const { return suppressed_; }
+  void Restore() {
+    if (saved_ >= 0) {
+      std::cerr.flush();
+      std::fflush(stderr);
+      dup2(saved_, 2);
+      close(saved_);
+      saved_ = -1;
+      std::rewind(file_);
+      char line[4096];
+      std::string out;
+      while (std::fgets(line, sizeof(line), file_)) {
+        std::string l = line;
+        if (l.rfind("libpng ", 0) == 0 || l.rfind("Corrupt JPEG data", 0) == 0 ||
+            l.rfind("Premature end of JPEG file", 0) == 0 || l.rfind("libtiff", 0) == 0)
+          ++suppressed_;
+        else
+          out += l;
+      }
+      if (!out.empty()) std::fwrite(out.data(), 1, out.size(), stderr);
+    }
+    if (file_) std::fclose(file_);
+    file_ = nullptr;
+  }
+
+ private:
+  std::FILE* file_ = nullptr;
+  int saved_ = -1;
+  int suppressed_ = 0;
+};
+
 // Resolves label names to indices, drops excluded classes, and checks every label.
 void ResolveLabels(std::vector<RawSample>& samples, const std::vector<std::string>& classes,
                    const std::vector<std::string>& exclude) {
@@ -271,16 +318,22 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   std::vector<std::string> pixel_dups;
   std::vector<double> sums;  // per kept sample: C sums then C sums of squares (pixel/255)
   Progress progress("decoding " + m.name, n_all, "images");
+  int64_t decoder_lines = 0;  // the image decoders' own stderr lines, counted, not shown
   for (int64_t b0 = 0; b0 < n_all; b0 += opts.block) {
     int64_t bn = std::min(opts.block, n_all - b0);
     std::vector<cv::Mat> imgs(static_cast<size_t>(bn));
-    ParallelFor(bn, threads, [&](int64_t k) {
-      RawSample& s = samples[static_cast<size_t>(b0 + k)];
-      imgs[static_cast<size_t>(k)] = s.file.empty() ? ConvertImage(s.pixels, m.image, /*is_bgr=*/false)
-                                                    : LoadAndConvert(s.file, m.image);
-      s.pixels.release();
-      progress.Add();
-    });
+    {
+      DecoderChatter chatter;
+      ParallelFor(bn, threads, [&](int64_t k) {
+        RawSample& s = samples[static_cast<size_t>(b0 + k)];
+        imgs[static_cast<size_t>(k)] = s.file.empty() ? ConvertImage(s.pixels, m.image, /*is_bgr=*/false)
+                                                      : LoadAndConvert(s.file, m.image);
+        s.pixels.release();
+        progress.Add();
+      });
+      chatter.Restore();
+      decoder_lines += chatter.suppressed();
+    }
     std::vector<uint8_t> block_pixels;  // the block's good images, written with one call
     int64_t block_good = 0;
     for (int64_t k = 0; k < bn; ++k) {
@@ -332,6 +385,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     written += block_good;
   }
   progress.Finish();
+  if (decoder_lines > 0)
+    MVLOG(2) << m.name << ": " << decoder_lines << " diagnostic line(s) of the image decoders not shown";
 
   if (!bad.empty()) {
     std::string list;

@@ -101,6 +101,14 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
                       {"metrics", m.ToJson(store->class_names())},
                       {"provenance", provenance}};
   if (!opts.name.empty()) j["name"] = opts.name;
+  {  // the seed the checkpoint was trained with: the report pairs runs of one seed
+    h5::File f = h5::File::Open(checkpoint);
+    if (f.HasAttr("/", "provenance")) {
+      nlohmann::json p = f.GetJsonAttr("/", "provenance");
+      if (p.contains("options") && p["options"].contains("seed") && p["options"]["seed"].is_number_integer())
+        j["seed"] = p["options"]["seed"];
+    }
+  }
   if (!opts.val_split.empty() && opts.val_split != opts.split) {
     auto names = store->split_names();
     if (std::find(names.begin(), names.end(), opts.val_split) != names.end()) {

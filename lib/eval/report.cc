@@ -82,6 +82,12 @@ const ReportRow* Find(const ReportTable& t, const std::string& model) {
   return nullptr;
 }
 
+std::string Signed(double points) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%+.2f", points);
+  return b;
+}
+
 // Findings per dataset, as plain sentences.
 std::vector<std::string> Findings(const ReportTable& t) {
   std::vector<std::string> f;
@@ -92,9 +98,10 @@ std::vector<std::string> Findings(const ReportTable& t) {
   auto cmp = [&](const ReportRow* a, const ReportRow* b, const std::string& what) {
     if (!a || !b || a->test_top1.empty() || b->test_top1.empty()) return;
     double d = Mean(a->test_top1) - Mean(b->test_top1);
+    std::string paired = Paired(*a, *b).Summary();
     f.push_back(Msg(Describe(a->model), " ", d > 0 ? "beats" : "does not beat", " ", what, " on test top-1 (",
                     d >= 0 ? "+" : "", Pct(d), " points, means over ", a->test_top1.size(), " and ",
-                    b->test_top1.size(), " runs)."));
+                    b->test_top1.size(), " runs", paired.empty() ? "" : "; paired by seed: " + paired + " won", ")."));
   };
   cmp(mlfd, ind, "the individually trained model");
   cmp(mlfd, jb, "the joint-training baseline");
@@ -109,13 +116,48 @@ std::vector<std::string> Findings(const ReportTable& t) {
   for (const char* m : {"mtkd", "amtml", "feed1", "feed", "feed2", "unic"}) cmp(Find(t, m), alone, alone_what);
   if (joint && ind && !joint->val_top1.empty() && !ind->val_top1.empty()) {
     double d = Mean(joint->val_top1) - Mean(ind->val_top1);
+    std::string paired = Paired(*joint, *ind, /*val=*/true).Summary();
     f.push_back(Msg("On validation, T* is ", d >= 0 ? "+" : "", Pct(d), " points against the dataset's own teacher (",
-                    Pct(Mean(joint->val_top1)), " vs ", Pct(Mean(ind->val_top1)), ")",
+                    Pct(Mean(joint->val_top1)), " vs ", Pct(Mean(ind->val_top1)),
+                    paired.empty() ? "" : "; paired by seed: " + paired + " above it", ")",
                     d > 0 ? "." : ": the student cannot gain much from a T* that is not better than the teacher."));
   }
   return f;
 }
 }  // namespace
+
+PairedDiff Paired(const ReportRow& a, const ReportRow& b, bool val) {
+  PairedDiff p;
+  const auto& va = val ? a.val_top1 : a.test_top1;
+  const auto& vb = val ? b.val_top1 : b.test_top1;
+  // Validation values are optional per run: pair only rows whose values line up with their seeds.
+  if (va.size() != a.seeds.size() || vb.size() != b.seeds.size()) return p;
+  std::map<int64_t, double> bv;
+  for (size_t i = 0; i < vb.size(); ++i)
+    if (b.seeds[i] >= 0) bv[b.seeds[i]] = vb[i];
+  std::map<int64_t, double> d;
+  for (size_t i = 0; i < va.size(); ++i) {
+    auto it = bv.find(a.seeds[i]);
+    if (a.seeds[i] >= 0 && it != bv.end()) d[a.seeds[i]] = 100.0 * (va[i] - it->second);
+  }
+  for (const auto& [seed, x] : d) {
+    p.diffs.push_back(x);
+    if (x > 0) ++p.wins;
+  }
+  return p;
+}
+
+std::string PairedDiff::Summary() const {
+  if (diffs.empty()) return "";
+  double m = Mean(diffs);
+  std::string s = Signed(m);
+  if (diffs.size() > 1) {
+    char b[32];
+    std::snprintf(b, sizeof(b), "%.2f", Std(diffs));
+    s += std::string(" ± ") + b;
+  }
+  return Msg(s, ", ", wins, "/", diffs.size(), " seeds");
+}
 
 std::string MeanStd(const std::vector<double>& v) {
   if (v.empty()) return "-";
@@ -154,6 +196,7 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
     r.arch = v.Str("arch", "");
     r.test_top1.push_back(j.at("metrics").at("top1").get<double>());
     if (j.contains("val_top1")) r.val_top1.push_back(j.at("val_top1").get<double>());
+    r.seeds.push_back(j.contains("seed") && j["seed"].is_number_integer() ? j["seed"].get<int64_t>() : -1);
     r.runs.push_back(path);
     r.confusion_png.push_back(j.value("confusion_png", ""));
     r.curves_png.push_back(j.value("curves_png", ""));

@@ -15,6 +15,7 @@ struct ReportRow {
   std::string model;                 // evaluate --name (e.g. teacher, joint_baseline, joint, kd, fitnet, mlfd)
   std::string arch;
   std::vector<double> test_top1, val_top1;  // one per seed (run)
+  std::vector<int64_t> seeds;        // the seed each run was trained with (-1: not recorded)
   std::vector<std::string> runs;     // where each value came from
   std::vector<std::string> confusion_png, curves_png;
 };
@@ -32,6 +33,15 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& eval_files
 std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title);
 // HTML (plots referenced relative to `html_dir`).
 std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir);
+
+// Paired comparison of two rows over the seeds both have (same seed, same data): the per-seed
+// differences a - b of test top-1 (or validation top-1 with `val`), in points.
+struct PairedDiff {
+  std::vector<double> diffs;  // percentage points, in seed order
+  int wins = 0;               // seeds where a > b
+  std::string Summary() const;  // "+0.84 ± 0.31, 3/3 seeds" ("" when no seed is shared)
+};
+PairedDiff Paired(const ReportRow& a, const ReportRow& b, bool val = false);
 
 // "12.34 ± 0.56" (percent) or "12.34" for one value.
 std::string MeanStd(const std::vector<double>& v);

@@ -225,9 +225,16 @@ void File::Flush() {
 }
 
 File File::Create(const AtomicFile& out) {
-  File f = Create(out.temp_path());
-  f.shown_as_ = out.final_path();
-  return f;
+  try {
+    File f = Create(out.temp_path());
+    f.shown_as_ = out.final_path();
+    return f;
+  } catch (const Error& e) {  // name the output, not its temporary
+    std::string what = e.what();
+    if (what.compare(0, out.temp_path().size(), out.temp_path()) == 0)
+      throw Error(out.final_path() + what.substr(out.temp_path().size()));
+    throw;
+  }
 }
 
 void File::Fail(const std::string& object, const std::string& what) const {

@@ -100,7 +100,8 @@ namespace fs = std::filesystem;
 nlohmann::json ModelJsonForFile(const ModelConfig& model, const std::string& file) {
   nlohmann::json j = model.ToJson();
   if (model.arch != "joint" || !j.contains("joint")) return j;
-  fs::path dir = fs::absolute(fs::path(file).parent_path()).lexically_normal();
+  fs::path parent = fs::path(file).parent_path();
+  fs::path dir = fs::absolute(parent.empty() ? fs::path(".") : parent).lexically_normal();
   for (auto& t : j["joint"]["teachers"]) {
     fs::path p = fs::absolute(t.at("path").get<std::string>()).lexically_normal();
     fs::path rel = p.lexically_relative(dir);
