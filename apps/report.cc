@@ -14,7 +14,10 @@ int main(int argc, char** argv) {
          "dataset: individual model, joint-training baseline, T*, KD, FitNet and MLFD students (and any "
          "other named model), with test top-1 as mean and standard deviation over the runs given (seeds) "
          "and validation top-1 next to it, followed by the findings (does the MLFD student beat the "
-         "individual model and the joint-training baseline; T* against each own teacher). Prints "
+         "individual model and the joint-training baseline; T* against each own teacher). Rows named "
+         "<model>@<variant> (evaluate --name mlfd@t8, the pipeline's VARIANTS) go to an ablation table per "
+         "dataset instead: the base row <model> first, then each variant with its options (evaluate --note), "
+         "and its paired difference by seed against the base row. Prints "
          "Markdown; writes Markdown and HTML (with the plots) when asked.",
          "report [options] <eval1.json> [<eval2.json> ...]",
          "report --md runs/demo/report.md --html runs/demo/report.html runs/demo/seed*/eval/*.json"});

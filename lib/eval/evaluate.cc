@@ -26,6 +26,8 @@ void EvaluateOptions::Register(po::options_description& d) {
       "val-split", po::value(&val_split)->default_value(val_split),
       "also record top-1 on this split if the store has it (\"\" = skip)")(
       "name", po::value(&name), "the model's name in the comparison report (teacher, joint_baseline, joint, kd, fitnet, mlfd, ...)")(
+      "note", po::value(&note),
+      "free text recorded as \"note\" in the JSON and shown by the report (e.g. an ablation variant's options)")(
       "dataset", po::value(&dataset), "dataset (head) to evaluate; default: the store's name")(
       "out", po::value(&out), "write the metrics JSON here (atomically) as well as to stdout")(
       "confusion-png", po::value(&confusion_png), "draw the confusion matrix to this PNG")(
@@ -101,6 +103,7 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
                       {"metrics", m.ToJson(store->class_names())},
                       {"provenance", provenance}};
   if (!opts.name.empty()) j["name"] = opts.name;
+  if (!opts.note.empty()) j["note"] = opts.note;
   {  // the seed the checkpoint was trained with: the report pairs runs of one seed
     h5::File f = h5::File::Open(checkpoint);
     if (f.HasAttr("/", "provenance")) {

@@ -13,6 +13,7 @@ struct EvaluateOptions {
   std::string split = "test";
   std::string val_split = "val";  // also report top-1 on this split ("" = no), for the report
   std::string name;               // the model's role in the report (teacher, joint, mlfd, ...)
+  std::string note;               // free text for the report (an ablation variant's options), "" = none
   std::string dataset;          // head to use; default: the store's dataset name
   std::string out;              // metrics JSON file (default: stdout only)
   std::string confusion_png;    // confusion matrix plot

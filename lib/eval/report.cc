@@ -124,7 +124,50 @@ std::vector<std::string> Findings(const ReportTable& t) {
   }
   return f;
 }
+
+// The ablation table of a dataset: per base model (in the main table's order, then any base
+// without a row of its own), the base row then its variants.
+struct AblationLine {
+  const ReportRow* row;
+  std::string base, variant;  // variant "" for the base row
+  std::string paired;         // against the base row ("" for the base row)
+};
+std::vector<AblationLine> Ablations(const ReportTable& t) {
+  std::vector<AblationLine> out;
+  std::vector<std::string> bases;
+  for (const auto& r : t.rows) bases.push_back(r.model);
+  for (const auto& v : t.variants)
+    if (std::find(bases.begin(), bases.end(), BaseModelOf(v.model)) == bases.end()) bases.push_back(BaseModelOf(v.model));
+  for (const auto& b : bases) {
+    const ReportRow* base = Find(t, b);
+    bool any = false;
+    for (const auto& v : t.variants) {
+      if (BaseModelOf(v.model) != b) continue;
+      if (!any && base) out.push_back({base, b, "", ""});
+      any = true;
+      std::string p = base ? Paired(v, *base).Summary() : "";
+      out.push_back({&v, b, VariantOf(v.model), base ? (p.empty() ? "-" : p) : "no base row"});
+    }
+  }
+  return out;
+}
+
+std::string MdCell(const std::string& x) {
+  std::string o;
+  for (char c : x) o += c == '|' ? std::string("\\|") : std::string(1, c);
+  return o;
+}
+
+const char* kAblationIntro =
+    "Each variant against its base row: the paired difference of test top-1 (variant minus base, points) "
+    "over the seeds both have, mean ± standard deviation, and the seeds where the variant is above.";
 }  // namespace
+
+std::string BaseModelOf(const std::string& model) { return model.substr(0, model.find('@')); }
+std::string VariantOf(const std::string& model) {
+  auto at = model.find('@');
+  return at == std::string::npos ? "" : model.substr(at + 1);
+}
 
 PairedDiff Paired(const ReportRow& a, const ReportRow& b, bool val) {
   PairedDiff p;
@@ -171,6 +214,7 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
   // One run counted twice would shrink the spread and fake agreement: refuse the same file given
   // twice (under any spelling) and two files evaluating one checkpoint on one store and split.
   std::map<std::string, std::string> seen_file, seen_run;
+  std::map<std::string, std::vector<std::string>> variant_order;  // per dataset, as first given
   for (const auto& path : files) {
     std::error_code ec;
     std::string real = std::filesystem::weakly_canonical(path, ec).string();
@@ -200,6 +244,11 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
     r.runs.push_back(path);
     r.confusion_png.push_back(j.value("confusion_png", ""));
     r.curves_png.push_back(j.value("curves_png", ""));
+    if (r.note.empty() && j.contains("note") && j["note"].is_string()) r.note = j["note"].get<std::string>();
+    if (!VariantOf(name).empty() && (BaseModelOf(name).empty() || VariantOf(name).find('@') != std::string::npos))
+      throw Error(Msg(path, ": name '", name, "': a variant row is <model>@<variant>"));
+    auto& order = variant_order[ds];
+    if (!VariantOf(name).empty() && std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);
   }
   std::vector<ReportTable> out;
   for (const auto& ds : dataset_order) {
@@ -208,7 +257,9 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
     for (const auto& k : KnownModels())
       if (by[ds].count(k)) t.rows.push_back(by[ds][k]);
     for (const auto& [k, r] : by[ds])
-      if (std::find(KnownModels().begin(), KnownModels().end(), k) == KnownModels().end()) t.rows.push_back(r);
+      if (std::find(KnownModels().begin(), KnownModels().end(), k) == KnownModels().end() && VariantOf(k).empty())
+        t.rows.push_back(r);
+    for (const auto& k : variant_order[ds]) t.variants.push_back(by[ds][k]);
     out.push_back(t);
   }
   return out;
@@ -227,6 +278,17 @@ std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::st
     if (!f.empty()) {
       s += "\n";
       for (const auto& x : f) s += "- " + x + "\n";
+    }
+    auto ab = Ablations(t);
+    if (!ab.empty()) {
+      s += Msg("\n### Ablations: ", t.dataset, "\n\n", kAblationIntro, "\n\n",
+               "| model | variant | options | runs | test top-1 | val top-1 | test vs base, paired by seed |\n"
+               "|---|---|---|---|---|---|---|\n");
+      for (const auto& a : ab)
+        s += Msg("| ", MdCell(Describe(a.base)), " | ", a.variant.empty() ? "base" : MdCell(a.variant), " | ",
+                 a.variant.empty() || a.row->note.empty() ? "-" : MdCell(a.row->note), " | ", a.row->test_top1.size(),
+                 " | ", MeanStd(a.row->test_top1), " | ", MeanStd(a.row->val_top1), " | ",
+                 a.variant.empty() ? "-" : a.paired, " |\n");
     }
   }
   return s;
@@ -264,9 +326,30 @@ std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string
       for (const auto& x : f) h += "<li>" + HtmlEscape(x) + "</li>\n";
       h += "</ul>\n";
     }
+    auto ab = Ablations(t);
+    if (!ab.empty()) {
+      h += "<h3>Ablations: " + HtmlEscape(t.dataset) + "</h3>\n<p>" + HtmlEscape(kAblationIntro) +
+           "</p>\n<table class=\"ablations\" data-dataset=\"" + HtmlEscape(t.dataset) +
+           "\">\n<tr><th>model</th><th>variant</th><th>options</th><th>runs</th><th>test top-1</th><th>val top-1</th>"
+           "<th>test vs base, paired by seed</th></tr>\n";
+      for (const auto& a : ab)
+        h += Msg("<tr data-model=\"", HtmlEscape(a.row->model), "\"><td>", HtmlEscape(Describe(a.base)), "</td><td>",
+                 a.variant.empty() ? "base" : HtmlEscape(a.variant), "</td><td><code>",
+                 a.variant.empty() ? "" : HtmlEscape(a.row->note), "</code></td><td class=\"num\">",
+                 a.row->test_top1.size(), "</td><td class=\"num test\">", HtmlEscape(MeanStd(a.row->test_top1)),
+                 "</td><td class=\"num val\">", HtmlEscape(MeanStd(a.row->val_top1)), "</td><td class=\"num paired\">",
+                 a.variant.empty() ? "" : HtmlEscape(a.paired), "</td></tr>\n");
+      h += "</table>\n";
+    }
     h += "<details><summary>Plots (first run of each model)</summary>\n";
-    for (const auto& r : t.rows) {
-      h += "<h3>" + HtmlEscape(Describe(r.model)) + "</h3>\n";
+    std::vector<const ReportRow*> plotted;
+    for (const auto& r : t.rows) plotted.push_back(&r);
+    for (const auto& r : t.variants) plotted.push_back(&r);
+    for (const ReportRow* rp : plotted) {
+      const ReportRow& r = *rp;
+      h += "<h3>" + HtmlEscape(VariantOf(r.model).empty() ? Describe(r.model)
+                                                          : Describe(BaseModelOf(r.model)) + ", variant " + VariantOf(r.model)) +
+           "</h3>\n";
       if (!r.curves_png.empty() && !r.curves_png[0].empty() && PathExists(r.curves_png[0]))
         h += "<img alt=\"training curves\" src=\"" + HtmlEscape(rel(r.curves_png[0])) + "\">";
       if (!r.confusion_png.empty() && !r.confusion_png[0].empty() && PathExists(r.confusion_png[0]))

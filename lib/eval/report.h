@@ -3,6 +3,9 @@
 // deviation over seeds (the checkpoint of each run is the epoch chosen on validation), validation
 // top-1 next to it, and T* against each dataset's own teacher on validation. Written as Markdown
 // and as a self-contained HTML page that links the training-curve and confusion-matrix plots.
+// Rows named <model>@<variant> (ablation variants, Makefile.pipeline's VARIANTS) are kept out of
+// the main table: each dataset gets an ablation table with the base row <model> first, then its
+// variants, each paired by seed against the base row.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -18,18 +21,25 @@ struct ReportRow {
   std::vector<int64_t> seeds;        // the seed each run was trained with (-1: not recorded)
   std::vector<std::string> runs;     // where each value came from
   std::vector<std::string> confusion_png, curves_png;
+  std::string note;                  // evaluate --note of its first run that has one (a variant's options)
 };
+
+// "mlfd@t8" -> base "mlfd", variant "t8"; a name without '@' is its own base, variant "".
+std::string BaseModelOf(const std::string& model);
+std::string VariantOf(const std::string& model);
 
 struct ReportTable {
   std::string dataset;
-  std::vector<ReportRow> rows;  // in the report's order
+  std::vector<ReportRow> rows;      // in the report's order; no variant rows
+  std::vector<ReportRow> variants;  // rows named <model>@<variant>, in the order first given
 };
 
 // Reads evaluate JSON files (each must have "name", "dataset", "split" and metrics).
 std::vector<ReportTable> GatherReport(const std::vector<std::string>& eval_files);
 
 // Markdown: one table per dataset, then the findings (does the MLFD student beat the individual
-// model and the joint-training baseline; T* vs own teacher on validation).
+// model and the joint-training baseline; T* vs own teacher on validation), then the dataset's
+// ablation table when it has variant rows.
 std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title);
 // HTML (plots referenced relative to `html_dir`).
 std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir);
