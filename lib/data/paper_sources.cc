@@ -210,7 +210,7 @@ std::vector<RawSample> ReadFlowers102Source(const SourceContext& ctx) {
 
   const std::vector<double> labels = mat5::ReadNumeric(labels_path, "labels");
   for (size_t i = 0; i < labels.size(); ++i)
-    if (!(labels[i] >= 1 && labels[i] == std::floor(labels[i])))
+    if (!(labels[i] >= 1 && labels[i] <= INT32_MAX && labels[i] == std::floor(labels[i])))
       throw Error(Msg(labels_path, ": labels(", i + 1, ") = ", labels[i],
                       " is not a class number (1-based)"));
 

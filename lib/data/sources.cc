@@ -197,7 +197,8 @@ std::vector<RawSample> ReadListSource(const SourceContext& ctx) {
     const std::string& lab = fields[label_col];
     bool numeric = !lab.empty() && std::all_of(lab.begin(), lab.end(), ::isdigit);
     if (label_type == "index" || (label_type == "auto" && numeric)) {
-      if (!numeric) throw Error(Msg(where, ": label '", lab, "' is not a class index"));
+      if (!numeric || lab.size() > 18)  // (19 digits may not fit in 64 bits)
+        throw Error(Msg(where, ": label '", lab, "' is not a class index"));
       r.label = std::stoll(lab) - base;
       if (r.label < 0) throw Error(Msg(where, ": label ", lab, " is below index_base ", base));
     } else {
@@ -220,9 +221,12 @@ std::vector<RawSample> ReadIdxSource(const SourceContext& ctx) {
     throw Error(Msg(lpath, ": not an idx label file (magic 0x00000801 expected)"));
   int64_t n = BigEndian32(img, 4), h = BigEndian32(img, 8), w = BigEndian32(img, 12);
   int64_t nl = BigEndian32(lab, 4);
-  if (static_cast<int64_t>(img.size()) != 16 + n * h * w)
-    throw Error(Msg(ipath, ": expected ", 16 + n * h * w, " bytes for ", n, " images of ", h, "x", w,
-                    ", found ", img.size()));
+  // n, h and w are below 2^32 each, so n * h * w may not fit in 64 bits: compare in 128.
+  if (img.size() - 16 != static_cast<unsigned __int128>(n) * h * w)
+    throw Error(Msg(ipath, ": expected 16 + ", n, " x ", h, " x ", w, " bytes for ", n, " images of ",
+                    h, "x", w, ", found ", img.size()));
+  if (n > 0 && (h < 1 || w < 1 || h > INT32_MAX || w > INT32_MAX))
+    throw Error(Msg(ipath, ": images of ", h, "x", w, " pixels are not a valid image size"));
   if (static_cast<int64_t>(lab.size()) != 8 + nl)
     throw Error(Msg(lpath, ": expected ", 8 + nl, " bytes, found ", lab.size()));
   if (nl != n) throw Error(Msg(lpath, ": ", nl, " labels for ", n, " images in ", ipath));

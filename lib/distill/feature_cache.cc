@@ -185,7 +185,11 @@ FeatureCache::FeatureCache(const std::string& path) : path_(path) {
   store_sha_ = file_->GetStringAttr("/", "store_sha256");
   model_path_ = file_->GetStringAttr("/", "model_path");
   store_path_ = file_->GetStringAttr("/", "store_path");
-  levels_ = file_->GetJsonAttr("/", "levels").get<std::vector<std::string>>();
+  const nlohmann::json levels = file_->GetJsonAttr("/", "levels");
+  if (!levels.is_array() ||
+      !std::all_of(levels.begin(), levels.end(), [](const nlohmann::json& l) { return l.is_string(); }))
+    throw Error(Msg(path, ": attribute 'levels' is not a list of level names"));
+  levels_ = levels.get<std::vector<std::string>>();
   dtype_ = file_->GetStringAttr("/", "dtype");
   dataset_ = file_->GetStringAttr("/", "dataset");
   head_ = file_->GetIntAttr("/", "head");

@@ -176,7 +176,8 @@ Variable ParseMatrix(const Bytes& b, const Element& m) {
     int32_t d = p.Get<int32_t>(dims.data + 4 * i);
     if (d < 0) p.Fail(dims.data + 4 * i, Msg("negative dimension ", d));
     v.dims.push_back(d);
-    count *= d;
+    if (__builtin_mul_overflow(count, int64_t{d}, &count))
+      p.Fail(dims.data + 4 * i, "dimensions hold more than 2^63 elements");
   }
 
   Element name = ReadElement(p, dims.next);

@@ -114,6 +114,7 @@ void ResolveJointPaths(ModelConfig& model, const std::string& file) {
   if (model.arch != "joint" || !model.joint.contains("teachers")) return;
   fs::path dir = fs::path(file).parent_path();
   for (auto& t : model.joint["teachers"]) {
+    if (!t.is_object() || !t.contains("path") || !t["path"].is_string()) continue;  // FromJson says
     fs::path p = t.at("path").get<std::string>();
     if (p.is_absolute()) continue;
     fs::path beside = (dir / p).lexically_normal();
@@ -172,6 +173,7 @@ CheckpointMeta ReadCheckpointMeta(const h5::File& f) {
   m.model = ModelConfig::FromJson(f.GetJsonAttr("/", "model"), f.path() + ": model");
   ResolveJointPaths(m.model, f.path());
   auto ds = f.GetJsonAttr("/", "datasets");
+  if (!ds.is_array()) throw Error(Msg(f.path(), ": attribute 'datasets' is not a list"));
   for (size_t i = 0; i < ds.size(); ++i)
     m.datasets.push_back(HeadInfo::FromJson(ds[i], Msg(f.path(), ": datasets[", i, "]")));
   m.epoch = f.GetIntAttr("/", "epoch");

@@ -2,6 +2,7 @@
 #include "models/joint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "models/zoo.h"
@@ -37,8 +38,9 @@ JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where)
   v.AllowOnly({"teachers", "adaptor_dim", "cout", "stages", "input_size", "teacher_map_size", "fuse_size",
                "embedded", "residual_logits", "own_teacher"});
   JointSpec s;
+  if (!v.Has("teachers") || !j.at("teachers").is_array() || j.at("teachers").empty())
+    throw Error(Msg(where, ": teachers must be a non-empty list"));
   const auto& ts = j.at("teachers");
-  if (!ts.is_array() || ts.empty()) throw Error(Msg(where, ": teachers must be a non-empty list"));
   for (size_t i = 0; i < ts.size(); ++i) {
     std::string w = Msg(where, ": teachers[", i, "]");
     JsonView tv(ts[i], w);
@@ -46,20 +48,27 @@ JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where)
     t.path = tv.Str("path");
     t.sha256 = tv.Str("sha256");
     t.level = tv.Str("level");
-    t.model = ModelConfig::FromJson(ts[i].at("model"), w + ": model");
-    for (size_t k = 0; k < ts[i].at("datasets").size(); ++k)
-      t.datasets.push_back(HeadInfo::FromJson(ts[i].at("datasets")[k], Msg(w, ": datasets[", k, "]")));
+    t.model = ModelConfig::FromJson(tv.Child("model").json(), w + ": model");
+    auto datasets = tv.Array("datasets");
+    for (size_t k = 0; k < datasets.size(); ++k)
+      t.datasets.push_back(HeadInfo::FromJson(datasets[k].json(), Msg(w, ": datasets[", k, "]")));
     s.teachers.push_back(t);
   }
   s.adaptor_dim = static_cast<int>(v.Int("adaptor_dim"));
   s.cout = static_cast<int>(v.Int("cout"));
   s.stages = static_cast<int>(v.Int("stages"));
   s.input_size = v.Int("input_size");
-  for (double x : v.Nums("teacher_map_size")) s.teacher_map_size.push_back(static_cast<int64_t>(x));
+  for (double x : v.Nums("teacher_map_size")) {
+    if (!(std::fabs(x) <= INT32_MAX)) v.Fail("teacher_map_size", Msg("not a map size: ", x));
+    s.teacher_map_size.push_back(static_cast<int64_t>(x));
+  }
   s.fuse_size = v.Int("fuse_size");
   s.embedded = v.Bool("embedded", false);
   s.residual_logits = v.Bool("residual_logits", false);
-  for (double x : v.Nums("own_teacher")) s.own_teacher.push_back(static_cast<int>(x));
+  for (double x : v.Nums("own_teacher")) {
+    if (!(std::fabs(x) <= INT32_MAX)) v.Fail("own_teacher", Msg("not a teacher index: ", x));
+    s.own_teacher.push_back(static_cast<int>(x));
+  }
   if (s.adaptor_dim < 1 || s.cout < 1 || s.stages < 0 || s.input_size < 1 || s.fuse_size < 1 ||
       s.teacher_map_size.size() != s.teachers.size())
     throw Error(Msg(where, ": inconsistent joint specification"));

@@ -2,6 +2,7 @@
 #include "models/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "models/joint.h"
@@ -31,7 +32,10 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& wh
   c.arch = v.Str("arch");
   c.in_channels = static_cast<int>(v.Int("in_channels"));
   c.head_classes.clear();
-  for (double x : v.Nums("head_classes")) c.head_classes.push_back(static_cast<int>(x));
+  for (double x : v.Nums("head_classes")) {
+    if (!(std::fabs(x) <= INT32_MAX)) v.Fail("head_classes", Msg("a head cannot have ", x, " classes"));
+    c.head_classes.push_back(static_cast<int>(x));
+  }
   c.head_names = v.Has("head_names") ? v.Strs("head_names") : std::vector<std::string>{};
   c.small_stem = v.Bool("small_stem", false);
   c.width = v.Num("width", 1.0);

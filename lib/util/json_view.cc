@@ -46,7 +46,10 @@ double JsonView::Num(const std::string& key, double def) const { return Has(key)
 
 int64_t JsonView::Int(const std::string& key) const {
   const auto& v = Get(key);
-  if (!v.is_number() || std::floor(v.get<double>()) != v.get<double>())
+  // (A float beyond 64 bits, e.g. 1e300, is not an integer we can hold.)
+  if (!v.is_number() || std::floor(v.get<double>()) != v.get<double>() ||
+      (v.is_number_float() && !(std::fabs(v.get<double>()) < 9223372036854775808.0)) ||
+      (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX}))
     Fail(key, Msg("expected an integer, found ", v.dump()));
   return v.get<int64_t>();
 }
@@ -113,7 +116,7 @@ nlohmann::json ReadJsonFile(const std::string& path) {
   if (!in) throw Error(Msg(path, ": cannot open"));
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
     throw Error(Msg(path, ": malformed JSON: ", e.what()));
   }
 }
