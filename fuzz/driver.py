@@ -32,10 +32,13 @@ FUZZ_EXTRA = {"h5": ["-detect_leaks=0"]}
 FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ (.*)$")
 RUNTIME_FUNC = re.compile(
     r"^(__sanitizer|__asan|__lsan|__ubsan|__interceptor|___interceptor|__interception|fuzzer::|"
+    r"__mem|__str|__GI_|__libc|__pthread_kill|"
     r"__cxa_|__gxx_|std::terminate|__gnu_cxx::__verbose_terminate_handler|__cxxabiv1|_Unwind|"
-    r"operator new|operator delete|raise|abort|__pthread_kill|pthread_kill|gsignal|free|malloc|calloc|realloc|memcpy|memmove|memset|"
-    r"strlen|strnlen|strcpy|strncpy|memcmp|__libc|__GI_|_start|main$)")
-RUNTIME_LIB = re.compile(r"/(libc\.so|libstdc\+\+|libgcc_s|ld-linux|libm\.so|libpthread)")
+    r"operator new|operator delete|"
+    r"(raise|abort|pthread_kill|gsignal|free|malloc|calloc|realloc|memcpy|memmove|memset|memcmp|"
+    r"strlen|strnlen|strcpy|strncpy|_start|main)\b)")
+RUNTIME_LIB = re.compile(r"/(libc\.so|libstdc\+\+|libgcc_s|ld-linux|libm\.so|libpthread)|"
+                         r"^(\.\./)*(string|csu|nptl|stdlib|signal|malloc|misc|libio|sysdeps)/")  # glibc's sources
 
 
 def frames_of(report):
@@ -199,7 +202,7 @@ class Target:
                       os.path.join(self.work, "replay.log"), 600)
         self.stats(log)
         if rc != 0:
-            cat, _, sig, _ = classify(log)
+            cat, sig, log = self.triage(log, artifact_of(log))
             self.keep("ours", "seed corpus replay failed: " + sig + " [" + cat + "]", log, artifact_of(log))
             return False
         return True
@@ -215,12 +218,30 @@ class Target:
             if rc == 0:
                 self.known.append((path, "no longer fails (libhdf5 fixed? move it to fuzz/corpus)"))
                 continue
-            cat, _, sig, _ = classify(log)
+            cat, sig, log = self.triage(log, path)
             if cat == "libhdf5":
                 self.known.append((path, "still fails inside libhdf5: " + sig))
             else:
                 self.known.append((path, "FAILS IN OUR CODE: " + sig))
                 self.keep("ours", "known input " + name + ": " + sig, log, path)
+
+    def triage(self, log, artifact):
+        """(category, signature, log) of a failed run."""
+        cat, kind, sig, _ = classify(log)
+        if kind == "oom" and "malloc(" not in log and artifact:
+            cat, sig, log = self.triage_growth(artifact, sig, log)
+        return cat, sig, log
+
+    def triage_growth(self, artifact, sig, log):
+        """An out-of-memory of the whole process has no stack: rerun the input with a short timeout
+        and more memory, so the timeout's stack shows where the memory grows."""
+        rc, again = run([self.bin, "-timeout=3", "-rss_limit_mb=8192"] + FUZZ_EXTRA.get(self.name, []) +
+                        [artifact], os.path.join(self.work, "triage-%d.log" % self.runs), 300)
+        if rc == 0:
+            return "ours", sig + " (does not recur with more memory)", log
+        cat, kind, sig2, _ = classify(again)
+        sig2 = sig2.replace(kind, "oom (memory grows past 2048 MB; found by a rerun with -timeout=3)", 1)
+        return cat, sig2, log + "\n\n---- rerun with -timeout=3 -rss_limit_mb=8192 ----\n" + again
 
     def fuzz(self, seconds):
         corpus = os.path.join(self.work, "corpus")
@@ -239,8 +260,9 @@ class Target:
             self.stats(log)
             if rc == 0:
                 break
-            cat, _, sig, _ = classify(log)
-            self.keep(cat, sig, log, artifact_of(log))
+            artifact = artifact_of(log)
+            cat, sig, log = self.triage(log, artifact)
+            self.keep(cat, sig, log, artifact)
             if cat == "ours":
                 break  # fix it first: every later run would keep finding it
 

@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --targets) targets="$2"; shift 2 ;;
     --no-build) build_it=0; shift ;;
     --strict-libhdf5) strict=(--strict-libhdf5); shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
