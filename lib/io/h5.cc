@@ -239,7 +239,7 @@ File File::Create(const AtomicFile& out) {
 
 void File::Fail(const std::string& object, const std::string& what) const {
   std::string detail = Hdf5Message();
-  throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", object, ": ", what,
+  throw Error(Msg(shown(), ":", object, ": ", what,
                   detail.empty() ? "" : " (" + detail + ")"));
 }
 
@@ -415,8 +415,8 @@ void File::ReadRows(const std::string& name, int64_t row, int64_t n, void* out, 
   if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0) {
     std::string detail = Hdf5Message();
     if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
-      throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
-    throw Error(Msg(shown_as_.empty() ? path_ : shown_as_, ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
+      throw Error(Msg(shown(), ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
+    throw Error(Msg(shown(), ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
   }
 }
 

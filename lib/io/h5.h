@@ -121,6 +121,8 @@ class File {
   void ReplaceAttr(const std::string& object, const std::string& key, hid_t type, hid_t space,
                    const void* data);
   [[noreturn]] void Fail(const std::string& object, const std::string& what) const;
+  // The name errors give the file: an atomic output's final path rather than its temporary.
+  const std::string& shown() const { return shown_as_.empty() ? path_ : shown_as_; }
   Handle file_;
   std::string path_;
   std::string shown_as_;  // the name errors use (an atomic output's final path), if not path_

@@ -57,13 +57,11 @@ RunFiles::RunFiles(const std::string& out_path) : out(out_path) {
 
 void RunFiles::CheckWritable(bool resume) const {
   if (resume && PathExists(last)) {  // say what is wrong with it, not "refusing to overwrite"
-    bool readable = h5::IsHdf5(last);
-    if (readable) {
-      try {
-        h5::File probe = h5::File::Open(last);
-      } catch (const Error&) {
-        readable = false;
-      }
+    bool readable = true;
+    try {
+      h5::File probe = h5::File::Open(last);  // refuses a non-HDF5 file too
+    } catch (const Error&) {
+      readable = false;
     }
     if (!readable)
       throw Error(Msg("--resume: ", last, " is truncated or corrupt (not a readable HDF5 file); delete it "
