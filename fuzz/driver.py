@@ -254,8 +254,9 @@ class Target:
             if left <= 0 or self.runs >= 500:
                 break
             self.runs += 1
-            cmd = [self.bin] + COMMON + FUZZ_EXTRA.get(self.name, []) + ["-max_total_time=%d" % left, "-artifact_prefix=" + art, corpus,
-                                         self.seeds]
+            seed = ["-seed=%d" % (self.a.seed + self.runs - 1)] if self.a.seed else []
+            cmd = [self.bin] + COMMON + FUZZ_EXTRA.get(self.name, []) + seed + [
+                "-max_total_time=%d" % left, "-artifact_prefix=" + art, corpus, self.seeds]
             rc, log = run(cmd, os.path.join(self.work, "fuzz-%d.log" % self.runs), left + 600)
             self.stats(log)
             if rc == 0:
@@ -290,6 +291,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--targets", default="mat5 sources json h5 h5_struct")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="libFuzzer's -seed for the first fuzzing run of each target (the next runs after a "
+                         "libhdf5 failure take seed+1, ...); 0 = a random seed each run")
     ap.add_argument("--strict-libhdf5", action="store_true",
                     help="also fail on crashes and hangs found inside libhdf5")
     a = ap.parse_args()
@@ -304,8 +308,8 @@ def main():
             sys.exit("fuzz driver: no %s (build the fuzz targets first: scripts/fuzz.sh)" % t.bin)
         if not t.replayed:
             sys.exit("fuzz driver: empty seed corpus %s" % t.seeds)
-    print("fuzz: replaying fuzz/corpus/* and fuzz/known/*, then %d s per target, %d at a time"
-          % (a.seconds, a.jobs), flush=True)
+    print("fuzz: replaying fuzz/corpus/* and fuzz/known/*, then %d s per target, %d at a time, %s"
+          % (a.seconds, a.jobs, "seed %d" % a.seed if a.seed else "random seeds"), flush=True)
     with concurrent.futures.ThreadPoolExecutor(a.jobs) as ex:
         list(ex.map(lambda t: t.go(), targets))
 

@@ -9,9 +9,10 @@
 # --strict-libhdf5 (they cannot be fixed here; docs/fuzzing.md records them).
 #
 # Usage: scripts/fuzz.sh [--seconds N] [--jobs J] [--targets "mat5 sources json h5 h5_struct"] [--no-build]
-#                        [--strict-libhdf5]
+#                        [--seed S] [--strict-libhdf5]
 #   --seconds N  fuzzing time per target after the replays (default 30; 0 = replays only)
 #   --jobs J     targets fuzzed at the same time (default 2, or 1 on one core; a process each)
+#   --seed S     libFuzzer's -seed (default 0: random); CI uses a fixed one so a finding reproduces
 # Environment: MLFD_FUZZ_BUILD (default build-fuzz), MLFD_BUILD_LOCK (default /tmp/mlfd-build.lock:
 # the compile takes it, so it never runs beside another heavy build that takes it too).
 set -euo pipefail
@@ -21,6 +22,7 @@ seconds=30
 jobs=$(( $(nproc) >= 2 ? 2 : 1 ))
 targets="mat5 sources json h5 h5_struct"
 build_it=1
+seed=0
 strict=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,12 +30,14 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --targets) targets="$2"; shift 2 ;;
     --no-build) build_it=0; shift ;;
+    --seed) seed="$2"; shift 2 ;;
     --strict-libhdf5) strict=(--strict-libhdf5); shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --seconds must be a whole number" >&2; exit 2; }
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --seed must be a whole number" >&2; exit 2; }
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --jobs must be >= 1" >&2; exit 2; }
 
 BUILD="${MLFD_FUZZ_BUILD:-build-fuzz}"
@@ -72,4 +76,4 @@ if command -v llvm-symbolizer-14 >/dev/null; then
 fi
 echo "fuzz.sh: build ${build_s} s"
 # Replays, timed runs, triage and the table: fuzz/driver.py (exit 1 on any finding in our code).
-python3 fuzz/driver.py --build "$BUILD" --seconds "$seconds" --jobs "$jobs" --targets "$targets" "${strict[@]}"
+python3 fuzz/driver.py --build "$BUILD" --seconds "$seconds" --jobs "$jobs" --seed "$seed" --targets "$targets" "${strict[@]}"
