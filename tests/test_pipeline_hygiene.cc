@@ -196,3 +196,109 @@ TEST_CASE("Makefile.pipeline: a second make on the same RUN stops at once and an
   CHECK(foreign.err.find(Msg("(lock ", r1, "/.lock held by another process)")) != std::string::npos);
   CHECK(WaitFor([&] { return RunShell(Msg("flock -n ", r1, "/.lock true")).exit_code == 0; }, 10));
 }
+
+TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that stage and what depends on it",
+          "[hygiene-pipeline][pipeline]") {
+  TempDir tmp;
+  // Stand-in stage binaries: each records its call in calls.log and writes the files it is asked
+  // for (--out, report's --md/--html, prepare_data's last argument), so make sees real artefacts.
+  fs::create_directories(tmp / "bin");
+  const std::string fake = Msg("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> ", tmp / "calls.log",
+                               "\nprev=; last=\nfor a; do\n  case \"$prev\" in --out|--md|--html) : > \"$a\" ;; esac\n"
+                               "  prev=$a; last=$a\ndone\n[ \"$(basename \"$0\")\" = prepare_data ] && : > \"$last\"\nexit 0\n");
+  for (const char* b : {"prepare_data", "train_teacher", "build_joint", "finetune_joint", "extract_features", "distill_student",
+                        "evaluate", "report"}) {
+    WriteText(tmp / Msg("bin/", b), fake);
+    fs::permissions(tmp / Msg("bin/", b), fs::perms::owner_all);
+  }
+  WriteText(tmp / "va.json", "{}");
+  WriteText(tmp / "vb.json", "{}");
+  const std::string base = "DATASETS = va vb\nTEACHER_OPTS = --epochs 2\nMETHODS = kd mlfd unic\nSTUDENT_OPTS = --epochs 3\n"
+                           "JOINT_MAPS = cached\nSTUDENT_SIGNALS = cached\nJOINT_CACHE_LEVELS = fused,pool\n"
+                           "TEACHER_CACHE_LEVELS = layer2\nVARIANTS = t8\nVARIANT_OPTS_t8 = --temperature 8\n";
+  WriteText(tmp / "opts.mk", base);
+  const std::string run = tmp / "run";
+  const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=opts PIPELINE_FILE=", tmp / "opts.mk",
+                               " MANIFESTS=", tmp.path(), " BIN=", tmp / "bin", " RUN=", run, " VERBOSE=0 SEEDS='1 2'");
+  // The calls since the last look, one line each.
+  size_t seen = 0;
+  auto calls = [&] {
+    std::string all = ReadText(tmp / "calls.log");
+    std::string fresh = all.substr(std::min(seen, all.size()));
+    seen = all.size();
+    return fresh;
+  };
+  auto count = [](const std::string& s, const std::string& what) {
+    size_t n = 0;
+    for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+    return n;
+  };
+  // The calls of one stage binary in `log` (lines start with its name).
+  auto runs = [&](const std::string& log, const std::string& bin) { return count("\n" + log, "\n" + bin + " "); };
+
+  auto first = RunShell(make);
+  INFO(first.out << first.err);
+  REQUIRE(first.exit_code == 0);
+  std::string all = calls();
+  CHECK(runs(all, "train_teacher") == 6);  // 2 teachers + the baseline, per seed
+  CHECK(runs(all, "distill_student") == 16);  // kd, mlfd, unic and the variant, per dataset and seed
+  CHECK(ReadText(run + "/.opts/teacher_va.opts") == "train_teacher --epochs 2\n");
+  CHECK(ReadText(run + "/.opts/student_mlfd_vb.opts") == "distill_student --method mlfd --epochs 3 --teacher-signals cached\n");
+  auto again = RunShell(make);
+  REQUIRE(again.exit_code == 0);
+  CHECK(calls().empty());
+
+  // -n shows what an option change would rerun, and writes nothing.
+  auto plan = RunShell(make + " -n TEACHER_OPTS_vb='--lr 0.2'");
+  INFO(plan.out << plan.err);
+  REQUIRE(plan.exit_code == 0);
+  CHECK(count(plan.out, "bin/train_teacher ") == 2);
+  CHECK(count(plan.out, "--lr 0.2 --seed") == 2);
+  CHECK(plan.out.find("teachers/va.h5 " + run + "/data/va.h5") == std::string::npos);
+  CHECK(plan.out.find("bin/prepare_data") == std::string::npos);
+  CHECK(plan.out.find("baseline/joint.h5") == std::string::npos);
+  CHECK(count(plan.out, "bin/build_joint ") == 2);  // T* is assembled from vb's teacher too
+  CHECK(plan.out.find("students/kd_va.h5") == std::string::npos);  // va's own teacher is unchanged
+  CHECK(plan.out.find("students/kd_vb.h5") != std::string::npos);
+  CHECK(ReadText(run + "/.opts/teacher_vb.opts") == "train_teacher --epochs 2\n");
+
+  // Editing one student option of one dataset in the pipeline file reruns that dataset's students
+  // (every method, the variant too), their evaluations and the report; nothing upstream.
+  WriteText(tmp / "opts.mk", base + "STUDENT_OPTS_va = --lr 0.01\n");
+  auto edited = RunShell(make);
+  INFO(edited.out << edited.err);
+  REQUIRE(edited.exit_code == 0);
+  std::string ran = calls();
+  INFO(ran);
+  CHECK(runs(ran, "distill_student") == 8);
+  CHECK(count(ran, "--epochs 3 --lr 0.01") == 8);
+  CHECK(ran.find("mlfd_vb.h5") == std::string::npos);
+  CHECK(runs(ran, "evaluate") == 8);
+  CHECK(runs(ran, "report") == 1);
+  for (const char* up : {"train_teacher", "build_joint", "finetune_joint", "extract_features", "prepare_data"}) {
+    INFO(up);
+    CHECK(ran.find(up) == std::string::npos);
+  }
+  // One variant's options: that variant alone.
+  WriteText(tmp / "opts.mk", base + "STUDENT_OPTS_va = --lr 0.01\nVARIANT_OPTS_t8 = --temperature 2\n");
+  REQUIRE(RunShell(make).exit_code == 0);
+  ran = calls();
+  CHECK(runs(ran, "distill_student") == 4);
+  CHECK(count(ran, "--temperature 2 --seed") == 4);
+  CHECK(runs(ran, "evaluate") == 4);
+  // A changed cache level list reruns the caches and the students that read them.
+  REQUIRE(RunShell(make + " TEACHER_CACHE_LEVELS=layer3").exit_code == 0);
+  ran = calls();
+  CHECK(runs(ran, "extract_features") == 4);
+  CHECK(count(ran, "--levels layer3") == 4);
+  CHECK(runs(ran, "distill_student") == 4);  // kd from the teacher caches, per dataset and seed
+  CHECK(count(ran, "--method kd") == 4);
+
+  // A run folder from before options were tracked (no .opts): nothing reruns.
+  fs::remove_all(run + "/.opts");
+  auto old = RunShell(make + " TEACHER_CACHE_LEVELS=layer3");
+  INFO(old.out << old.err);
+  REQUIRE(old.exit_code == 0);
+  CHECK(calls().empty());
+  CHECK(ReadText(run + "/.opts/teacher_cache.opts") == "extract_features --levels layer3\n");
+}
