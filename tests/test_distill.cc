@@ -401,6 +401,11 @@ TEST_CASE("finetune_joint (online and cached maps) and distill_student end to en
                                                g.tmp / "bad.h5 ", g.a));
     CHECK(badp.exit_code == 2);
     CHECK(badp.err.find("has no level 'layer9'") != std::string::npos);
+    auto badw = RunTool("distill_student", Msg(st, "--pairs layer3:fused:0.5x --teacher ", g.tmp / "j_on.h5", " --out ",
+                                               g.tmp / "bad.h5 ", g.a));
+    CHECK(badw.exit_code == 2);
+    CHECK(badw.err.find("--pairs: 'layer3:fused:0.5x': the weight '0.5x' is not a number >= 0") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "bad.h5"));
   }
 }
 
@@ -501,4 +506,37 @@ TEST_CASE("Makefile.pipeline: the whole DAG on tiny data, reruns only what is ou
   INFO(fixed.err.substr(fixed.err.size() > 2000 ? fixed.err.size() - 2000 : 0));
   CHECK(fixed.exit_code == 0);
   CHECK(mlfd_test::FileExists(tmp / "run/seed1/joint/final.h5"));
+}
+
+TEST_CASE("LevelPair::Parse: every field of a --pairs entry checked and a usage error naming it", "[distill][options]") {
+  auto p = LevelPair::Parse("layer3:fused", 0.2);
+  CHECK(p.student == "layer3");
+  CHECK(p.teacher == "fused");
+  CHECK(p.weight == Approx(0.2));
+  CHECK(p.regressor == "auto");
+  p = LevelPair::Parse("embed:pool:0.75:none", 0.2);
+  CHECK(p.weight == Approx(0.75));
+  CHECK(p.regressor == "none");
+  CHECK(LevelPair::Parse("layer2:layer2::conv", 1.0).weight == Approx(1.0));  // empty weight: the default
+  const std::pair<const char*, const char*> bad[] = {
+      {"layer3", "'layer3': 1 field, not 2 to 4"},
+      {"a:b:1:conv:x", "'a:b:1:conv:x': 5 fields, not 2 to 4"},
+      {":fused", "the student level is empty"},
+      {"layer3:", "the teacher level is empty"},
+      {"layer3:fused:abc", "the weight 'abc' is not a number >= 0"},
+      {"layer3:fused:0.5x", "the weight '0.5x' is not a number >= 0"},
+      {"layer3:fused:-1", "the weight '-1' is not a number >= 0"},
+      {"layer3:fused:nan", "the weight 'nan' is not a number >= 0"},
+      {"layer3:fused:1:linear", "the regressor 'linear' is not auto, conv or none"}};
+  for (const auto& [spec, why] : bad) {
+    INFO(spec);
+    CHECK_THROWS_AS(LevelPair::Parse(spec, 1.0), UsageError);
+    CHECK_THROWS_WITH(LevelPair::Parse(spec, 1.0), Catch::StartsWith("--pairs: '") && Catch::Contains(why));
+  }
+  // StudentOptions::Check reports a bad entry as a usage error before anything runs.
+  StudentOptions o;
+  o.pairs = {"layer3:fused:abc", "layer2:layer2"};
+  CHECK_THROWS_WITH(o.Check(), Catch::Contains("--pairs: 'layer3:fused:abc': the weight 'abc' is not a number >= 0"));
+  o.pairs = {"layer3:fused:0.5"};
+  CHECK_NOTHROW(o.Check());
 }

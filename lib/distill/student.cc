@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "data/image_store.h"
@@ -175,8 +176,9 @@ void StudentOptions::Check() const {
   c.Require(feed_norm == "flat" || feed_norm == "position", "feed-norm", "must be flat or position");
   c.Require(teacher_signals == "cached" || features.empty(), "features", "only with --teacher-signals cached");
   for (const auto& p : pairs) {
-    size_t n = std::count(p.begin(), p.end(), ':') + 1;
-    c.Require(n >= 2 && n <= 4, "pairs", "'" + p + "' is not student:teacher[:weight[:regressor]]");
+    std::string why;
+    LevelPair parsed;
+    c.Require(LevelPair::TryParse(p, 1.0, &parsed, &why), "pairs", why);
   }
   c.Require(train_split != val_split, "val-split", "must differ from --train-split");
   c.Require(val_split != "test", "val-split", "model selection never looks at the test split");
@@ -188,12 +190,6 @@ void StudentOptions::Check() const {
 }
 
 namespace {
-std::vector<std::string> MapLevels(Net& net) {
-  std::vector<std::string> l;
-  for (const auto& n : net->LevelNames())
-    if (n != "pool" && n != "embed" && n != "logits" && n.rfind("teacher", 0) != 0) l.push_back(n);
-  return l;
-}
 std::vector<std::string> Split(const std::string& s, char sep) {
   std::vector<std::string> out(1);
   for (char c : s) {
@@ -208,11 +204,45 @@ void RequireLevel(Net& net, const std::string& level, const std::string& who) {
   if (std::find(l.begin(), l.end(), level) == l.end())
     throw UsageError(Msg(who, " (", net->config().arch, ") has no level '", level, "' (valid: ", JoinNames(l), ")"));
 }
-std::string DenseLevel(Net& net) {
-  auto l = net->LevelNames();
-  return std::find(l.begin(), l.end(), "embed") != l.end() ? "embed" : "pool";
-}
 }  // namespace
+
+bool LevelPair::TryParse(const std::string& spec, double default_weight, LevelPair* out, std::string* why) {
+  auto parts = Split(spec, ':');
+  auto fail = [&](const std::string& what) {
+    *why = Msg("'", spec, "': ", what, " (format student:teacher[:weight[:auto|conv|none]])");
+    return false;
+  };
+  if (parts.size() < 2 || parts.size() > 4) return fail(Msg(parts.size(), " field", parts.size() == 1 ? "" : "s", ", not 2 to 4"));
+  if (parts[0].empty()) return fail("the student level is empty");
+  if (parts[1].empty()) return fail("the teacher level is empty");
+  LevelPair lp{parts[0], parts[1], default_weight, "auto"};
+  if (parts.size() > 2 && !parts[2].empty()) {
+    const std::string& w = parts[2];
+    size_t used = 0;
+    double v = -1;
+    try {
+      v = std::stod(w, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != w.size() || !std::isfinite(v) || v < 0) return fail(Msg("the weight '", w, "' is not a number >= 0"));
+    lp.weight = v;
+  }
+  if (parts.size() > 3) {
+    lp.regressor = parts[3];
+    if (lp.regressor != "auto" && lp.regressor != "conv" && lp.regressor != "none")
+      return fail(Msg("the regressor '", lp.regressor, "' is not auto, conv or none"));
+  }
+  *out = lp;
+  return true;
+}
+
+LevelPair LevelPair::Parse(const std::string& spec, double default_weight) {
+  LevelPair lp;
+  std::string why;
+  if (!TryParse(spec, default_weight, &lp, &why)) throw UsageError("--pairs: " + why);
+  return lp;
+}
 
 std::vector<std::string> ResolvedLoss::TeacherLevels() const {
   std::vector<std::string> l;
@@ -241,16 +271,9 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
   if (o.w_ce >= 0) r.w_ce = o.w_ce;
   if (o.w_feat >= 0) feat = o.w_feat;
   if (r.w_kd > 0 && r.temperature <= 0) r.temperature = 1;
-  auto smaps = MapLevels(student), tmaps = MapLevels(teacher);
+  auto smaps = student->MapLevels(), tmaps = teacher->MapLevels();
   if (!o.pairs.empty()) {
-    for (const auto& p : o.pairs) {
-      auto parts = Split(p, ':');
-      LevelPair lp{parts[0], parts[1], parts.size() > 2 ? std::stod(parts[2]) : (feat > 0 ? feat : 1.0),
-                   parts.size() > 3 ? parts[3] : "auto"};
-      if (lp.regressor != "auto" && lp.regressor != "conv" && lp.regressor != "none")
-        throw UsageError(Msg("--pairs: regressor '", lp.regressor, "' in '", p, "' (valid: auto, conv, none)"));
-      r.pairs.push_back(lp);
-    }
+    for (const auto& p : o.pairs) r.pairs.push_back(LevelPair::Parse(p, feat > 0 ? feat : 1.0));
   } else if (m == "mlfd" || m == "mlfd_code") {
     // Teacher's post-fusion levels (T*) or its last map, matched to the student's last maps in order.
     std::vector<std::string> t;
@@ -263,7 +286,7 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
     if (m == "mlfd_code") t = {t.back()};
     if (t.size() > smaps.size()) throw Error("the teacher has more fused levels than the student has map levels");
     for (size_t k = 0; k < t.size(); ++k) r.pairs.push_back({smaps[smaps.size() - t.size() + k], t[k], feat, "auto"});
-    if (m == "mlfd") r.pairs.push_back({DenseLevel(student), joint ? "pool" : DenseLevel(teacher), feat, "auto"});
+    if (m == "mlfd") r.pairs.push_back({student->DenseLevel(), joint ? "pool" : teacher->DenseLevel(), feat, "auto"});
   } else if (m == "fitnet") {
     // One hint: the middle map level of each (FitNet's guided layer), regressor always.
     if (joint) {
@@ -283,13 +306,6 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
 
 namespace {
 
-// Map levels without the stem (the stages of a ladder or of hints), or all when that leaves none.
-std::vector<std::string> Stages(Net& net) {
-  std::vector<std::string> v;
-  for (const auto& l : MapLevels(net))
-    if (l != "stem") v.push_back(l);
-  return v.empty() ? MapLevels(net) : v;
-}
 std::string PerTeacher(const std::vector<std::string>& v, size_t k, const std::string& def) {
   return k < v.size() && !v[k].empty() ? v[k] : def;
 }
@@ -305,13 +321,13 @@ std::vector<std::unique_ptr<LossTerm>> MultiTeacherTerms(const StudentOptions& o
       throw UsageError(Msg("--teacher-map-levels / --teacher-vector-levels: ", v->size(), " entries for ", K,
                            " teachers"));
   auto schan = student->LevelChannels();
-  const std::string slevel = o.student_level.empty() ? MapLevels(student).back() : o.student_level;
+  const std::string slevel = o.student_level.empty() ? student->MapLevels().back() : o.student_level;
   RequireLevel(student, slevel, "--student-level: the student");
   std::vector<std::string> tmap(K), tvec(K);
   for (size_t k = 0; k < K; ++k) {
     Net& t = teachers[k];
-    tmap[k] = PerTeacher(o.teacher_map_levels, k, MapLevels(t).back());
-    tvec[k] = PerTeacher(o.teacher_vector_levels, k, t->config().arch == "joint" ? "pool" : DenseLevel(t));
+    tmap[k] = PerTeacher(o.teacher_map_levels, k, t->MapLevels().back());
+    tvec[k] = PerTeacher(o.teacher_vector_levels, k, t->config().arch == "joint" ? "pool" : t->DenseLevel());
     RequireLevel(t, tmap[k], Msg("--teacher-map-levels: teacher ", k));
     RequireLevel(t, tvec[k], Msg("--teacher-vector-levels: teacher ", k));
   }
@@ -320,7 +336,7 @@ std::vector<std::unique_ptr<LossTerm>> MultiTeacherTerms(const StudentOptions& o
   double w_ce = 1.0;
   if (m == "unic") {
     UnicSpec u;
-    u.stages = o.unic_stages.empty() ? Stages(student) : o.unic_stages;
+    u.stages = o.unic_stages.empty() ? student->StageLevels() : o.unic_stages;
     for (const auto& l : u.stages) {
       RequireLevel(student, l, "--unic-stages: the student");
       if (l == "pool" || l == "embed" || l == "logits") throw UsageError("--unic-stages: '" + l + "' is not a map level");
@@ -355,9 +371,9 @@ std::vector<std::unique_ptr<LossTerm>> MultiTeacherTerms(const StudentOptions& o
       struct Hint { size_t k; std::string tl, sl; };
       std::vector<Hint> hints;
       if (o.amtml_hints == "stages") {
-        auto ss = Stages(student);
+        auto ss = student->StageLevels();
         for (size_t k = 0; k < K; ++k) {
-          auto ts = Stages(teachers[k]);
+          auto ts = teachers[k]->StageLevels();
           size_t back = K - 1 - k;  // teacher k -> the k-th of the last K stages
           hints.push_back({k, ts[ts.size() - 1 - std::min(back, ts.size() - 1)],
                            ss[ss.size() - 1 - std::min(back, ss.size() - 1)]});

@@ -78,6 +78,13 @@ struct LevelPair {
   std::string student, teacher;
   double weight = 0;
   std::string regressor = "auto";  // auto | conv | none
+
+  // Parses one --pairs entry "student:teacher[:weight[:auto|conv|none]]" (a missing or empty weight
+  // is `default_weight`). False with `why` set when a field is bad: the count of fields, an empty
+  // level, a weight that is not a finite number >= 0, an unknown regressor.
+  static bool TryParse(const std::string& spec, double default_weight, LevelPair* out, std::string* why);
+  // The same, throwing UsageError "--pairs: <why>".
+  static LevelPair Parse(const std::string& spec, double default_weight);
 };
 
 // The loss terms of a method for this teacher/student pair (options override the preset).

@@ -106,13 +106,13 @@ class EfficientNetImpl : public NetImpl {
   }
 
  protected:
-  std::vector<std::string> MapLevels() const override {
+  std::vector<std::string> BackboneMapLevels() const override {
     return {"stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head_conv"};
   }
   std::map<std::string, int> MapChannels() const override { return channels_; }
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override {
-    const auto names = MapLevels();
+    const auto names = BackboneMapLevels();
     torch::Tensor y = x;
     for (size_t i = 0; i < features_->size(); ++i) {
       y = features_[i]->as<SeqImpl>()->forward(y);

@@ -140,10 +140,16 @@ std::string JointNetImpl::TeacherLevel(int i) const {
 }
 std::string JointNetImpl::TeacherLogitsLevel(int i) const { return Msg("teacher", i, ".logits"); }
 
-std::vector<std::string> JointNetImpl::MapLevels() const {
+std::vector<std::string> JointNetImpl::BackboneMapLevels() const {
   std::vector<std::string> l;
   for (int i = 0; i < num_teachers(); ++i) l.push_back(TeacherLevel(i));
   l.push_back("fused");
+  for (int k = 1; k <= spec_.stages; ++k) l.push_back(Msg("fused", k));
+  return l;
+}
+
+std::vector<std::string> JointNetImpl::MapLevels() const {
+  std::vector<std::string> l{"fused"};
   for (int k = 1; k <= spec_.stages; ++k) l.push_back(Msg("fused", k));
   return l;
 }
@@ -158,7 +164,7 @@ std::map<std::string, int> JointNetImpl::MapChannels() const {
 }
 
 std::vector<std::string> JointNetImpl::LevelNames() const {
-  std::vector<std::string> l = MapLevels();
+  std::vector<std::string> l = BackboneMapLevels();
   for (int i = 0; i < num_teachers(); ++i) l.insert(l.begin() + num_teachers() + i, TeacherLogitsLevel(i));
   l.push_back("pool");
   l.push_back("logits");

@@ -61,6 +61,8 @@ class JointNetImpl : public NetImpl {
   std::string TeacherLogitsLevel(int i) const;
 
   std::vector<std::string> LevelNames() const override;
+  // "fused", then "fused1".."fused<stages>" (the member teachers' maps are not its own).
+  std::vector<std::string> MapLevels() const override;
   std::map<std::string, int> LevelChannels() const override;
   LevelMap Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head = 0) override;
   torch::Tensor forward(const torch::Tensor& x, int head = 0) override;
@@ -82,7 +84,7 @@ class JointNetImpl : public NetImpl {
   void train(bool on = true) override;
 
  protected:
-  std::vector<std::string> MapLevels() const override;
+  std::vector<std::string> BackboneMapLevels() const override;
   std::map<std::string, int> MapChannels() const override;
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override;

@@ -78,11 +78,18 @@ void ModelConfig::Check() const {
 }
 
 std::vector<std::string> NetImpl::LevelNames() const {
-  std::vector<std::string> l = MapLevels();
+  std::vector<std::string> l = BackboneMapLevels();
   l.push_back("pool");
   if (has_embed_) l.push_back("embed");
   l.push_back("logits");
   return l;
+}
+
+std::vector<std::string> NetImpl::StageLevels() const {
+  std::vector<std::string> v;
+  for (const auto& l : MapLevels())
+    if (l != "stem") v.push_back(l);
+  return v.empty() ? MapLevels() : v;
 }
 
 std::map<std::string, int> NetImpl::LevelChannels() const {
@@ -137,7 +144,7 @@ torch::Tensor NetImpl::Head(const torch::Tensor& features, int head) {
 torch::Tensor NetImpl::forward(const torch::Tensor& x, int head) { return Head(Features(x), head); }
 
 LevelMap NetImpl::Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head) {
-  const auto maps = MapLevels();
+  const auto maps = BackboneMapLevels();
   const auto all = LevelNames();
   bool need_full = false;
   int deepest = -1;

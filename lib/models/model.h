@@ -48,6 +48,13 @@ class NetImpl : public torch::nn::Module {
   // "stem", "stage1".."stage7", "head_conv" for EfficientNet), then "pool" (N x F), "embed"
   // (N x E, only if the model has one) and "logits".
   virtual std::vector<std::string> LevelNames() const;
+  // The network's own feature-map levels in forward order, what level pairs, fusion and hints
+  // choose from (for a joint teacher: "fused", "fused1", ..., not its member teachers' maps).
+  virtual std::vector<std::string> MapLevels() const { return BackboneMapLevels(); }
+  // MapLevels() without the stem (a ladder's or hints' stages), or all of them when that leaves none.
+  std::vector<std::string> StageLevels() const;
+  // The dense level the heads read: "embed" when the network has one, else "pool".
+  std::string DenseLevel() const { return has_embed_ ? "embed" : "pool"; }
   // Runs the network and returns the requested levels (computing only as far as needed);
   // "logits" are those of head `head`. An unknown name throws Error listing the valid names.
   virtual LevelMap Forward(const torch::Tensor& x, const std::vector<std::string>& levels, int head = 0);
@@ -66,8 +73,9 @@ class NetImpl : public torch::nn::Module {
 
  protected:
   explicit NetImpl(ModelConfig config) : config_(std::move(config)) {}
-  // Backbone map levels in forward order.
-  virtual std::vector<std::string> MapLevels() const = 0;
+  // Every map level the backbone computes, in forward order (a joint teacher's include its member
+  // teachers' maps, "teacher<i>.<level>").
+  virtual std::vector<std::string> BackboneMapLevels() const = 0;
   virtual std::map<std::string, int> MapChannels() const = 0;
   // Runs the backbone up to (and including) map level `last`, storing in `out` every map level
   // named in `want`. Returns the output of `last` (the final map when `last` is empty).

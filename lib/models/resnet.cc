@@ -21,7 +21,7 @@ void ResidualNetImpl::AddLayer(torch::nn::Sequential layer, int out_channels) {
   channels_[name] = out_channels;
 }
 
-std::vector<std::string> ResidualNetImpl::MapLevels() const {
+std::vector<std::string> ResidualNetImpl::BackboneMapLevels() const {
   std::vector<std::string> l{"stem"};
   for (size_t i = 0; i < layers_.size(); ++i) l.push_back("layer" + std::to_string(i + 1));
   return l;

@@ -33,7 +33,7 @@ class ResidualNetImpl : public NetImpl {
   virtual torch::Tensor Stem(const torch::Tensor& x) = 0;
   // Registers the next stage as "layer<k>" with its output channels.
   void AddLayer(torch::nn::Sequential layer, int out_channels);
-  std::vector<std::string> MapLevels() const override;
+  std::vector<std::string> BackboneMapLevels() const override;
   std::map<std::string, int> MapChannels() const override { return channels_; }
   torch::Tensor RunBackbone(const torch::Tensor& x, const std::vector<std::string>& want,
                             const std::string& last, LevelMap* out) override;

@@ -60,15 +60,6 @@ void BuildJointOptions::Check() const {
   c.Throw();
 }
 
-namespace {
-std::vector<std::string> MapLevelsOf(Net& net) {
-  std::vector<std::string> l;
-  for (const auto& n : net->LevelNames())
-    if (n != "pool" && n != "embed" && n != "logits") l.push_back(n);
-  return l;
-}
-
-}  // namespace
 
 nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const std::string& out,
                           const BuildJointOptions& opts, Provenance provenance) {
@@ -94,7 +85,7 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
   std::string sizes;
   for (size_t i = 0; i < m; ++i) {
     Net& net = teachers[i].net;
-    auto maps = MapLevelsOf(net);
+    auto maps = net->MapLevels();
     std::string level = opts.levels.empty() ? maps.back() : opts.levels[opts.levels.size() == 1 ? 0 : i];
     if (std::find(maps.begin(), maps.end(), level) == maps.end())
       throw UsageError(Msg("--level: ", teacher_paths[i], " (", net->config().arch, ") has no map level '", level,
@@ -118,7 +109,7 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
   if (opts.cout > 0) {
     spec.cout = opts.cout;
   } else {
-    auto maps = MapLevelsOf(teachers[0].net);
+    auto maps = teachers[0].net->MapLevels();
     size_t k = static_cast<size_t>(std::find(maps.begin(), maps.end(), spec.teachers[0].level) - maps.begin());
     k = std::min(maps.size() - 1, k + static_cast<size_t>(opts.stages));
     spec.cout = teachers[0].net->LevelChannels().at(maps[k]);
