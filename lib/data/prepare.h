@@ -1,4 +1,4 @@
-// prepare_data: turns a dataset described by a manifest into the image store of DESIGN.md
+// prepare_data: turns a dataset described by a manifest into the image store (docs/formats.md)
 // (decoded uint8 images, labels, class names, split indices, normalisation, provenance).
 #pragma once
 

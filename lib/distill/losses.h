@@ -1,4 +1,4 @@
-// Distillation losses as composable terms (METHODS.md section 5): a student loss is a list of
+// Distillation losses as composable terms (docs/mlfd.md, "How the methods fit together"): a student loss is a list of
 // weighted terms, each naming the student and teacher signals it reads. Training-only adapters
 // (regressors) are modules owned by the term and registered in the run's auxiliary module, so
 // they are trained and resumed with the student but never exported.

@@ -1,4 +1,4 @@
-// Multi-teacher loss terms of the related methods (METHODS.md sections 2-4), composed with the
+// Multi-teacher loss terms of the related methods (docs/methods.md), composed with the
 // terms of distill/losses.h by distill_student:
 //   UNIC      projector ladder + running teacher standardisation + cosine/smooth-L1 + teacher dropping
 //   AMTML-KD  instance-adaptive teacher weights, integrated soft target (KL), RKD angle/distance,

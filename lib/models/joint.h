@@ -1,4 +1,4 @@
-// The MLFD joint teacher T* (METHODS.md section 1, stage 2): frozen stage-1 teachers, each cut at
+// The MLFD joint teacher T* (docs/mlfd.md, stage 2): frozen stage-1 teachers, each cut at
 // its fusion level, a trainable adaptor per teacher (BN -> 1x1 conv to S channels), the fusion
 // trunk (concat -> BN -> GELU -> 1x1 conv to Cout -> BN -> GELU = level "fused"), optional
 // stride-2 3x3 stages ("fused1", "fused2", ...), global pooling ("pool") and one head per dataset
