@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "distill/student.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/provenance.h"
 

@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "eval/evaluate.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/provenance.h"
 
 int main(int argc, char** argv) {

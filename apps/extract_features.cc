@@ -1,8 +1,8 @@
 // extract_features: writes the multi-level feature cache of a frozen network over an image store.
 #include <iostream>
 
-#include "distill/feature_cache.h"
-#include "util/app.h"
+#include "distill/extract_features.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/provenance.h"
 

@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "train/joint_stage.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/provenance.h"
 

@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "data/prepare.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/log.h"
 #include "util/provenance.h"
 

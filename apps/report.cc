@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "eval/report.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/fs.h"
 

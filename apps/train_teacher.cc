@@ -4,7 +4,7 @@
 
 #include "train/teacher.h"
 #include "util/error.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/provenance.h"
 
 int main(int argc, char** argv) {

@@ -11,8 +11,8 @@
 
 #include <torch/torch.h>
 
-#include "distill/feature_cache.h"
-#include "util/app.h"
+#include "io/feature_cache.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/fs.h"
 

@@ -1,7 +1,7 @@
 // libFuzzer target: the JSON documents the tools read.
 //   byte 0 % 5 picks the reader, the rest is the document:
 //   0  a dataset manifest: LoadManifest (data/manifest.cc, util/json_view.cc)
-//   1  a --config file: parsed as CommandLine::Parse does, ConfigToTokens (util/app.cc), then the
+//   1  a --config file: parsed as CommandLine::Parse does, ConfigToTokens (util/options.cc), then the
 //      tokens through Boost.ProgramOptions with options of every registered type
 //   2  a checkpoint's "model" attribute: ModelConfig::FromJson (models/model.cc)
 //   3  a checkpoint's "datasets" attribute entry: HeadInfo::FromJson (models/checkpoint.cc)
@@ -18,7 +18,7 @@
 #include "models/checkpoint.h"
 #include "models/joint.h"
 #include "models/model.h"
-#include "util/app.h"
+#include "util/options.h"
 #include "util/error.h"
 #include "util/json_view.h"
 #include "util/log.h"

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "data/image_store.h"
-#include "distill/feature_cache.h"
+#include "io/feature_cache.h"
 #include "io/h5.h"
 #include "models/checkpoint.h"
 #include "util/error.h"

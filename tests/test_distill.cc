@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "data/image_store.h"
-#include "distill/feature_cache.h"
+#include "io/feature_cache.h"
 #include "distill/losses.h"
 #include "distill/student.h"
 #include "eval/report.h"
@@ -210,6 +210,18 @@ TEST_CASE("extract_features: the cache equals a direct forward pass, stale cache
   CHECK(torch::equal(fc.Read("val", "layer3", idx), disk));
   CHECK(MaxRelErr(fc.Read("val", "embed", idx), direct.at("embed")) < 1e-3);
   CHECK_THROWS_WITH(fc.Read("test", "layer3", idx), Catch::Contains("is not in the cached 'test' split"));
+  {
+    // Shuffled rows with repeats, from disk (a second reader, nothing preloaded): each row as asked.
+    FeatureCache cold(cache);
+    std::vector<int64_t> mixed{rows[2], rows[0], rows[2], rows[1], rows[0]};
+    torch::Tensor m = cold.Read("val", "layer3", torch::tensor(mixed));
+    REQUIRE(m.size(0) == 5);
+    for (int64_t i = 0; i < 5; ++i) {
+      int64_t k = static_cast<int64_t>(std::find(rows.begin(), rows.end(), mixed[static_cast<size_t>(i)]) - rows.begin());
+      CHECK(torch::equal(m[i], disk[k]));
+    }
+    CHECK(cold.Read("val", "layer3", torch::tensor(std::vector<int64_t>{})).size(0) == 0);
+  }
   CHECK(fc.Labels("val").size(0) == static_cast<int64_t>(val.size()));
 
   SECTION("h5py reads it as docs/formats.md says, equal to a direct forward pass") {

@@ -62,6 +62,30 @@ TEST_CASE("h5: row ranges are read and written without touching other rows", "[h
   CHECK(as_float == std::vector<float>{0.5f, -2.0f, 1024.0f});
 }
 
+TEST_CASE("h5: a row list is read with one selection in the asked order of the file", "[h5]") {
+  TempDir tmp;
+  torch::Tensor t = torch::arange(12 * 2 * 3, torch::kFloat32).reshape({12, 2, 3}).to(torch::kFloat16);
+  {
+    h5::File f = h5::File::Create(tmp / "l.h5");
+    f.CreateDataset("x", h5::DType::kFloat16, {12, 2, 3}, {1, 0});  // one chunk per row, as caches
+    WriteTensorRows(f, "x", 0, t);
+  }
+  h5::File f = h5::File::Open(tmp / "l.h5");
+  const std::vector<int64_t> rows{0, 1, 2, 5, 7, 8, 11};  // runs 0-2, 5, 7-8, 11
+  torch::Tensor got = torch::empty({7, 2, 3}, torch::kFloat16);
+  f.ReadRowList("x", rows, got.data_ptr(), h5::DType::kFloat16);
+  CHECK(torch::equal(got, t.index_select(0, torch::tensor(rows))));
+  std::vector<float> as_float(7 * 6);  // with conversion
+  f.ReadRowList("x", rows, as_float.data(), h5::DType::kFloat32);
+  CHECK(as_float[3 * 6] == 5 * 6);
+  CHECK(as_float[6 * 6 + 5] == 11 * 6 + 5);
+  f.ReadRowList("x", {}, nullptr, h5::DType::kFloat16);  // nothing asked, nothing read
+  CHECK_THROWS_WITH(f.ReadRowList("x", {3, 2}, got.data_ptr(), h5::DType::kFloat16),
+                    Catch::Contains("rows must be ascending, distinct and below 12"));
+  CHECK_THROWS_WITH(f.ReadRowList("x", {1, 12}, got.data_ptr(), h5::DType::kFloat16),
+                    Catch::Contains("row 12: rows must be ascending"));
+}
+
 TEST_CASE("h5: attributes and strings", "[h5]") {
   TempDir tmp;
   {

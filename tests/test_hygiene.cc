@@ -11,14 +11,14 @@
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
 
-#include "distill/feature_cache.h"
+#include "io/feature_cache.h"
 #include "eval/report.h"
 #include "io/h5.h"
 #include "io/tensor_io.h"
 #include "models/checkpoint.h"
 #include "test_util.h"
 #include "train/trainer.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/fs.h"
 

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "test_util.h"
-#include "util/app.h"
+#include "app/app.h"
 #include "util/error.h"
 #include "util/json_view.h"
 #include "util/progress.h"

@@ -19,7 +19,7 @@
 
 #include "data/image_store.h"
 #include "io/h5.h"
-#include "util/app.h"
+#include "util/options.h"
 #include "util/error.h"
 #include "util/json_view.h"
 #include "util/log.h"

@@ -13,7 +13,7 @@
 
 #include "data/source_readers.h"
 #include "util/error.h"
-#include "util/app.h"
+#include "util/options.h"
 #include "util/log.h"
 #include "util/json_view.h"
 

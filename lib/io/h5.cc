@@ -420,6 +420,43 @@ void File::ReadRows(const std::string& name, int64_t row, int64_t n, void* out, 
   }
 }
 
+void File::ReadRowList(const std::string& name, const std::vector<int64_t>& rows, void* out, DType as) const {
+  Handle d = OpenDataset(name);
+  Handle fspace(H5Dget_space(d.get()), Handle::kDataspace);
+  const int rank = H5Sget_simple_extent_ndims(fspace.get());
+  if (rank < 1) Fail(name, "scalar dataset has no rows");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(fspace.get(), dims.data(), nullptr);
+  if (rows.empty()) return;
+  // One read per run of consecutive rows, on one open dataset and dataspace. (A single read of
+  // the runs OR-ed into one selection is several times slower in libhdf5 1.10: its span trees.)
+  const size_t row_bytes = [&] {
+    size_t b = DTypeSize(as);
+    for (size_t k = 1; k < dims.size(); ++k) b *= static_cast<size_t>(dims[k]);
+    return b;
+  }();
+  std::vector<hsize_t> start(dims.size(), 0), count = dims;
+  for (size_t i = 0; i < rows.size();) {
+    if (rows[i] < 0 || static_cast<hsize_t>(rows[i]) >= dims[0] || (i > 0 && rows[i] <= rows[i - 1]))
+      Fail(name, Msg("row ", rows[i], ": rows must be ascending, distinct and below ", dims[0]));
+    size_t j = i + 1;
+    while (j < rows.size() && rows[j] == rows[j - 1] + 1 && static_cast<hsize_t>(rows[j]) < dims[0]) ++j;
+    start[0] = static_cast<hsize_t>(rows[i]);
+    count[0] = static_cast<hsize_t>(j - i);
+    if (H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0)
+      Fail(name, "cannot select the rows");
+    Handle mspace(H5Screate_simple(rank, count.data(), nullptr), Handle::kDataspace);
+    if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT,
+                static_cast<char*>(out) + i * row_bytes) < 0) {
+      std::string detail = Hdf5Message();
+      if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
+        throw Error(Msg(shown(), ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
+      throw Error(Msg(shown(), ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
+    }
+    i = j;
+  }
+}
+
 void File::Read(const std::string& name, void* out, DType as) const {
   DatasetInfo info = Info(name);
   ReadRows(name, 0, info.shape.empty() ? 1 : info.shape[0], out, as);
@@ -663,4 +700,7 @@ void CheckOutputPath(const std::string& path, const std::string& expected_format
 }
 
 }  // namespace h5
+
+void WriteProvenance(h5::File& f, const Provenance& p) { f.SetJsonAttr("/", "provenance", p.json); }
+
 }  // namespace mlfd

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "util/provenance.h"
+
 namespace mlfd {
 namespace h5 {
 
@@ -86,6 +88,9 @@ class File {
   void Resize(const std::string& name, int64_t rows);
   // Reads rows [row, row+n) converted to `as` into `out` (contiguous). Rank-0 datasets: row=0,n=1.
   void ReadRows(const std::string& name, int64_t row, int64_t n, void* out, DType as) const;
+  // Reads the rows `rows` (ascending, distinct) converted to `as` into `out` (contiguous, in that
+  // order) with one selection and one read: what a shuffled batch of a chunked dataset needs.
+  void ReadRowList(const std::string& name, const std::vector<int64_t>& rows, void* out, DType as) const;
   // Reads the whole dataset converted to `as`.
   void Read(const std::string& name, void* out, DType as) const;
   template <typename T>
@@ -160,4 +165,8 @@ void SilenceErrors();
 bool IsHdf5(const std::string& path);
 
 }  // namespace h5
+
+// Stores a provenance record as the JSON attribute "provenance" of the file root.
+void WriteProvenance(h5::File& f, const Provenance& p);
+
 }  // namespace mlfd

@@ -8,6 +8,7 @@
 #include "models/joint.h"
 #include "models/zoo.h"
 #include "util/error.h"
+#include "util/options.h"
 #include "util/json_view.h"
 
 namespace mlfd {
@@ -83,6 +84,12 @@ std::vector<std::string> NetImpl::LevelNames() const {
   if (has_embed_) l.push_back("embed");
   l.push_back("logits");
   return l;
+}
+
+void NetImpl::RequireLevel(const std::string& level, const std::string& who) const {
+  auto l = LevelNames();
+  if (std::find(l.begin(), l.end(), level) == l.end())
+    throw UsageError(Msg(who, " (", config_.arch, ") has no level '", level, "' (valid: ", JoinNames(l), ")"));
 }
 
 std::vector<std::string> NetImpl::StageLevels() const {

@@ -53,6 +53,8 @@ class NetImpl : public torch::nn::Module {
   virtual std::vector<std::string> MapLevels() const { return BackboneMapLevels(); }
   // MapLevels() without the stem (a ladder's or hints' stages), or all of them when that leaves none.
   std::vector<std::string> StageLevels() const;
+  // Throws UsageError "<who> (<arch>) has no level '<level>' (valid: ...)" when it has no such level.
+  void RequireLevel(const std::string& level, const std::string& who) const;
   // The dense level the heads read: "embed" when the network has one, else "pool".
   std::string DenseLevel() const { return has_embed_ ? "embed" : "pool"; }
   // Runs the network and returns the requested levels (computing only as far as needed);

@@ -11,7 +11,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "util/app.h"
+#include "util/options.h"
 #include "util/error.h"
 
 namespace mlfd {

@@ -8,8 +8,8 @@
 #include "data/image_store.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
-#include "util/app.h"
-#include "util/device.h"
+#include "util/options.h"
+#include "models/device.h"
 #include "util/error.h"
 #include "util/log.h"
 

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "io/h5.h"
-#include "util/app.h"
+#include "util/options.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"

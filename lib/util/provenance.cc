@@ -2,12 +2,9 @@
 #include "util/provenance.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <ctime>
 
-#include "io/h5.h"
-#include "util/app.h"
 #include "util/sha256.h"
 
 namespace mlfd {
@@ -32,20 +29,5 @@ void Provenance::AddInputFingerprint(const std::string& role, const std::string&
   json["inputs"][role] = {{"path", path}, {"sha256", sha256}, {"bytes", size}};
 }
 
-Provenance MakeProvenance(const CommandLine& cli) {
-  Provenance p;
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  p.json = {{"tool", cli.info().name},
-            {"command_line", cli.command_line()},
-            {"options", cli.Resolved()},
-            {"versions", VersionInfo()},
-            {"created_utc", UtcTimestamp()},
-            {"host", host},
-            {"inputs", nlohmann::json::object()}};
-  return p;
-}
-
-void WriteProvenance(h5::File& f, const Provenance& p) { f.SetJsonAttr("/", "provenance", p.json); }
 
 }  // namespace mlfd

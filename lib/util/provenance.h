@@ -8,11 +8,6 @@
 
 namespace mlfd {
 
-namespace h5 {
-class File;
-}
-class CommandLine;
-
 struct Provenance {
   nlohmann::json json;
   // Adds an input file under `role` (e.g. "manifest"), with its sha256 and size.
@@ -21,10 +16,7 @@ struct Provenance {
   void AddInputFingerprint(const std::string& role, const std::string& path, const std::string& sha256);
 };
 
-// Starts a provenance record for the running binary.
-Provenance MakeProvenance(const CommandLine& cli);
-// Stores it as the JSON attribute "provenance" of the file root.
-void WriteProvenance(h5::File& f, const Provenance& p);
+// Started by MakeProvenance (app/app.h), written by WriteProvenance (io/h5.h).
 
 // "2026-11-23T19:37:21Z"
 std::string UtcTimestamp();

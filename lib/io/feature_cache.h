@@ -1,6 +1,6 @@
 // The multi-level feature cache (format "mlfd.features", docs/formats.md): a frozen network's
-// named levels over the splits of an image store, written by extract_features and read by
-// finetune_joint and distill_student.
+// named levels over the splits of an image store, written by extract_features
+// (distill/extract_features.h) and read here, by finetune_joint and distill_student.
 //
 //   /                       attrs: format, format_version, model_sha256, model_path, store_sha256,
 //                           store_path, dataset, head, levels (JSON), dtype, provenance
@@ -15,15 +15,11 @@
 
 #include <torch/types.h>
 
-#include <boost/program_options.hpp>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include "util/provenance.h"
 
 namespace mlfd {
 
@@ -33,26 +29,6 @@ class File;
 
 inline constexpr const char* kFeatureFormat = "mlfd.features";
 inline constexpr int kFeatureVersion = 1;
-
-struct ExtractOptions {
-  std::vector<std::string> levels;                    // level names; "logits" is always added
-  bool teacher_inputs = false;  // joint teacher: add every teacher's fusion map and logits (the
-                                // inputs finetune_joint --teacher-maps cached reads)
-  std::vector<std::string> splits{"train", "val", "test"};  // splits present in the store
-  std::string dtype = "float16";                      // float16 | float32 (maps and vectors)
-  std::string dataset;                                // head to use; default: the store's dataset
-  std::string device = "auto";
-  int64_t batch_size = 256;
-  int workers = 2;
-
-  void Register(boost::program_options::options_description& d);
-  void Check() const;
-};
-
-// Runs the frozen network of `model` over `store` and writes the cache atomically. Returns a JSON
-// summary (levels with shapes, bytes, seconds, peak RSS).
-nlohmann::json ExtractFeatures(const std::string& model, const std::string& store, const std::string& out,
-                               const ExtractOptions& opts, Provenance provenance);
 
 class FeatureCache {
  public:

@@ -10,25 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "util/options.h"
+#include "util/provenance.h"
+
 namespace mlfd {
-
-namespace po = boost::program_options;
-
-// Collects the problems an options struct's Check() finds, then throws one UsageError that lists
-// them all, so a user fixes every bad value in one go.
-class OptionChecker {
- public:
-  explicit OptionChecker(std::string prefix = "") : prefix_(std::move(prefix)) {}
-  // Records "--<prefix><name>: <message>" when `ok` is false.
-  void Require(bool ok, const std::string& name, const std::string& message);
-  // Throws UsageError listing every recorded problem; does nothing if there are none.
-  void Throw() const;
-  bool ok() const { return problems_.empty(); }
-
- private:
-  std::string prefix_;
-  std::vector<std::string> problems_;
-};
 
 // Describes one binary for its --help text.
 struct AppInfo {
@@ -86,23 +71,14 @@ class CommandLine {
 // Error -> its code (1, or 2 for UsageError), anything else -> 1. Never lets an exception escape.
 int RunMain(const std::string& app_name, const std::function<int()>& body);
 
-// Converts a JSON config object into "--key=value" tokens (nested objects join keys with '.';
-// arrays give one token per element). Exposed for tests.
-std::vector<std::string> ConfigToTokens(const nlohmann::json& config, const std::string& source);
-
-// One option's value as JSON (every integer width, float, bool, string and vectors of them);
-// throws Error for a type it does not know. Exposed for tests.
-nlohmann::json OptionValueJson(const std::string& key, const boost::any& value);
-
 // Human-readable versions of the project and the libraries it links (for --version and provenance).
 nlohmann::json VersionInfo();
 
 // Sets LibTorch's (and OpenCV's) CPU thread count; 0 means all cores. Returns the count used.
 int SetThreadCount(int threads);
 
-// "a,b,,c" -> {"a", "b", "c"} (spaces around items trimmed, empty items dropped).
-std::vector<std::string> SplitCsv(const std::string& s);
-// {"a", "b"} -> "a, b" (for messages that list valid names).
-std::string JoinNames(const std::vector<std::string>& names);
+// Starts a provenance record for the running binary: tool, command line, every resolved option,
+// library versions, time and host (inputs are added by the stage).
+Provenance MakeProvenance(const CommandLine& cli);
 
 }  // namespace mlfd

@@ -1,5 +1,5 @@
 // Device parsing.
-#include "util/device.h"
+#include "models/device.h"
 
 #include <torch/cuda.h>
 

@@ -1,0 +1,164 @@
+// The feature-cache reader.
+#include "io/feature_cache.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "io/h5.h"
+#include "io/tensor_io.h"
+#include "util/error.h"
+
+namespace mlfd {
+
+FeatureCache::FeatureCache(const std::string& path) : path_(path) {
+  file_ = std::make_unique<h5::File>(h5::File::Open(path));
+  if (!file_->HasAttr("/", "format") || file_->GetStringAttr("/", "format") != kFeatureFormat)
+    throw Error(Msg(path, ": not a feature cache (no format=\"", kFeatureFormat, "\" attribute)"));
+  int64_t v = file_->GetIntAttr("/", "format_version");
+  if (v != kFeatureVersion)
+    throw Error(Msg(path, ": feature cache version ", v, ", this tool reads ", kFeatureVersion));
+  model_sha_ = file_->GetStringAttr("/", "model_sha256");
+  store_sha_ = file_->GetStringAttr("/", "store_sha256");
+  model_path_ = file_->GetStringAttr("/", "model_path");
+  store_path_ = file_->GetStringAttr("/", "store_path");
+  const nlohmann::json levels = file_->GetJsonAttr("/", "levels");
+  if (!levels.is_array() ||
+      !std::all_of(levels.begin(), levels.end(), [](const nlohmann::json& l) { return l.is_string(); }))
+    throw Error(Msg(path, ": attribute 'levels' is not a list of level names"));
+  levels_ = levels.get<std::vector<std::string>>();
+  dtype_ = file_->GetStringAttr("/", "dtype");
+  dataset_ = file_->GetStringAttr("/", "dataset");
+  head_ = file_->GetIntAttr("/", "head");
+}
+
+void FeatureCache::CheckHead(const std::string& dataset, int64_t head) const {
+  if (dataset != dataset_ || head != head_)
+    throw Error(Msg(path_, ": feature cache of dataset '", dataset_, "' (head ", head_, "), but the student needs '",
+                    dataset, "' (head ", head, "); rerun extract_features with --dataset ", dataset));
+}
+
+FeatureCache::~FeatureCache() = default;
+FeatureCache::FeatureCache(FeatureCache&&) noexcept = default;
+
+std::vector<std::string> FeatureCache::splits() const {
+  std::vector<std::string> s;
+  for (const auto& n : file_->List("/"))
+    if (file_->Exists(n + "/indices")) s.push_back(n);
+  return s;
+}
+
+void FeatureCache::CheckModel(const std::string& model_path, const std::string& sha) const {
+  if (sha != model_sha_)
+    throw Error(Msg(path_, ": stale or foreign feature cache: made from ", model_path_, " (sha256 ",
+                    model_sha_.substr(0, 12), "), but the model is ", model_path, " (sha256 ", sha.substr(0, 12),
+                    "); rerun extract_features"));
+}
+
+void FeatureCache::CheckStore(const std::string& store_path, const std::string& sha) const {
+  if (sha != store_sha_)
+    throw Error(Msg(path_, ": stale or foreign feature cache: made from image store ", store_path_, " (sha256 ",
+                    store_sha_.substr(0, 12), "), but the store is ", store_path, " (sha256 ", sha.substr(0, 12),
+                    "); rerun extract_features"));
+}
+
+void FeatureCache::RequireLevels(const std::vector<std::string>& levels) const {
+  for (const auto& l : levels)
+    if (std::find(levels_.begin(), levels_.end(), l) == levels_.end()) {
+      std::string list;
+      for (const auto& n : levels_) list += (list.empty() ? "" : ", ") + n;
+      throw Error(Msg(path_, ": the feature cache has no level '", l, "' (it has: ", list,
+                      "); rerun extract_features with --levels including it"));
+    }
+}
+
+void FeatureCache::RequireSplit(const std::string& split) const {
+  if (!file_->Exists(split + "/indices")) {
+    std::string list;
+    for (const auto& n : splits()) list += (list.empty() ? "" : ", ") + n;
+    throw Error(Msg(path_, ": the feature cache has no split '", split, "' (it has: ", list, ")"));
+  }
+}
+
+std::vector<int64_t> FeatureCache::SampleShape(const std::string& split, const std::string& level) const {
+  RequireSplit(split);
+  RequireLevels({level});
+  auto s = file_->Info(split + "/" + level).shape;
+  return {s.begin() + 1, s.end()};
+}
+
+const std::unordered_map<int64_t, int64_t>& FeatureCache::RowMap(const std::string& split) {
+  auto it = rows_.find(split);
+  if (it != rows_.end()) return it->second;
+  RequireSplit(split);
+  auto idx = file_->ReadVector<int64_t>(split + "/indices");
+  std::unordered_map<int64_t, int64_t> m;
+  for (size_t i = 0; i < idx.size(); ++i) m[idx[i]] = static_cast<int64_t>(i);
+  return rows_[split] = std::move(m);
+}
+
+bool FeatureCache::Preload(const std::string& split, const std::vector<std::string>& levels, int64_t max_bytes) {
+  RequireSplit(split);
+  RequireLevels(levels);
+  int64_t bytes = 0;
+  for (const auto& l : levels) {
+    auto info = file_->Info(split + "/" + l);
+    int64_t n = 1;
+    for (auto d : info.shape) n *= d;
+    bytes += n * (info.dtype == h5::DType::kFloat16 ? 2 : 4);
+  }
+  if (bytes > max_bytes) return false;
+  for (const auto& l : levels) memory_[split + "/" + l] = ReadTensor(*file_, split + "/" + l);
+  return true;
+}
+
+torch::Tensor FeatureCache::Read(const std::string& split, const std::string& level, const torch::Tensor& store_rows) {
+  const auto& map = RowMap(split);
+  RequireLevels({level});
+  torch::Tensor rows = store_rows.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t n = rows.numel();
+  std::vector<int64_t> cache_rows(static_cast<size_t>(n));
+  const int64_t* r = rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = map.find(r[i]);
+    if (it == map.end())
+      throw Error(Msg(path_, ": image-store row ", r[i], " is not in the cached '", split,
+                      "' split (stale cache or another split?)"));
+    cache_rows[static_cast<size_t>(i)] = it->second;
+  }
+  auto mem = memory_.find(split + "/" + level);
+  if (mem != memory_.end())
+    return mem->second.index_select(0, torch::from_blob(cache_rows.data(), {n}, torch::kInt64)).to(torch::kFloat32);
+  // From disk: the distinct rows in file order, read with one selection in the file's own type
+  // (float16 stays float16: HDF5's conversion is far slower than ATen's), then put back in the
+  // asked order and converted.
+  std::vector<int64_t> sorted = cache_rows;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  const std::string name = split + "/" + level;
+  const h5::DatasetInfo info = file_->Info(name);
+  h5::Shape shape = info.shape;
+  shape[0] = static_cast<int64_t>(sorted.size());
+  torch::Tensor got = torch::empty(shape, torch::TensorOptions().dtype(ToTorch(info.dtype)));
+  file_->ReadRowList(name, sorted, got.data_ptr(), info.dtype);
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    pos[static_cast<size_t>(i)] =
+        std::lower_bound(sorted.begin(), sorted.end(), cache_rows[static_cast<size_t>(i)]) - sorted.begin();
+  torch::Tensor where = torch::from_blob(pos.data(), {n}, torch::kInt64);
+  if (static_cast<int64_t>(sorted.size()) == n && std::is_sorted(cache_rows.begin(), cache_rows.end()))
+    return got.to(torch::kFloat32);
+  return got.index_select(0, where).to(torch::kFloat32);
+}
+
+torch::Tensor FeatureCache::Labels(const std::string& split) const {
+  RequireSplit(split);
+  return ReadTensor(*file_, split + "/labels");
+}
+
+torch::Tensor FeatureCache::Indices(const std::string& split) const {
+  RequireSplit(split);
+  return ReadTensor(*file_, split + "/indices");
+}
+
+}  // namespace mlfd
