@@ -141,14 +141,12 @@ torch::Tensor FeatureCache::Read(const std::string& split, const std::string& le
   shape[0] = static_cast<int64_t>(sorted.size());
   torch::Tensor got = torch::empty(shape, torch::TensorOptions().dtype(ToTorch(info.dtype)));
   file_->ReadRowList(name, sorted, got.data_ptr(), info.dtype);
+  if (sorted == cache_rows) return got.to(torch::kFloat32);  // asked in file order already
   std::vector<int64_t> pos(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
     pos[static_cast<size_t>(i)] =
         std::lower_bound(sorted.begin(), sorted.end(), cache_rows[static_cast<size_t>(i)]) - sorted.begin();
-  torch::Tensor where = torch::from_blob(pos.data(), {n}, torch::kInt64);
-  if (static_cast<int64_t>(sorted.size()) == n && std::is_sorted(cache_rows.begin(), cache_rows.end()))
-    return got.to(torch::kFloat32);
-  return got.index_select(0, where).to(torch::kFloat32);
+  return got.index_select(0, torch::from_blob(pos.data(), {n}, torch::kInt64)).to(torch::kFloat32);
 }
 
 torch::Tensor FeatureCache::Labels(const std::string& split) const {

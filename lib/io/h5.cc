@@ -48,6 +48,14 @@ std::string Hdf5Message() {
   return msg;
 }
 
+// The error of a failed dataset read: a Fletcher32 mismatch is named as corrupt data.
+[[noreturn]] void ThrowReadError(const std::string& file, const std::string& name) {
+  std::string detail = Hdf5Message();
+  if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
+    throw Error(Msg(file, ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
+  throw Error(Msg(file, ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
+}
+
 // HDF5 closes what is still open at exit. After a failed write (a full disk) a file it could not
 // close is left half torn down, and closing it again at exit crashes inside HDF5: every file is
 // closed explicitly, so the exit-time clean-up is turned off before the library starts.
@@ -412,12 +420,8 @@ void File::ReadRows(const std::string& name, int64_t row, int64_t n, void* out, 
   H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
   Handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                 Handle::kDataspace);
-  if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0) {
-    std::string detail = Hdf5Message();
-    if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
-      throw Error(Msg(shown(), ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
-    throw Error(Msg(shown(), ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
-  }
+  if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
+    ThrowReadError(shown(), name);
 }
 
 void File::ReadRowList(const std::string& name, const std::vector<int64_t>& rows, void* out, DType as) const {
@@ -447,12 +451,8 @@ void File::ReadRowList(const std::string& name, const std::vector<int64_t>& rows
       Fail(name, "cannot select the rows");
     Handle mspace(H5Screate_simple(rank, count.data(), nullptr), Handle::kDataspace);
     if (H5Dread(d.get(), MemType(as), mspace.get(), fspace.get(), H5P_DEFAULT,
-                static_cast<char*>(out) + i * row_bytes) < 0) {
-      std::string detail = Hdf5Message();
-      if (detail.find("Fletcher32") != std::string::npos || detail.find("checksum") != std::string::npos)
-        throw Error(Msg(shown(), ":", name, ": checksum mismatch: the stored data is corrupt (", detail, ")"));
-      throw Error(Msg(shown(), ":", name, ": read failed (corrupt file?)", detail.empty() ? "" : " (" + detail + ")"));
-    }
+                static_cast<char*>(out) + i * row_bytes) < 0)
+      ThrowReadError(shown(), name);
     i = j;
   }
 }
