@@ -33,14 +33,7 @@ int main(int argc, char** argv) {
     if (teachers.empty() && opts.method != "ce") throw mlfd::UsageError("--teacher is required");
     opts.Check();
     mlfd::TrainResult r = mlfd::DistillStudent(teachers, store, out, opts, mlfd::MakeProvenance(cli));
-    std::cout << nlohmann::json{{"checkpoint", out},
-                                {"method", opts.method},
-                                {"best_epoch", r.best_epoch},
-                                {"best_val_top1", r.best_metric},
-                                {"epochs_run", r.epochs_run},
-                                {"train_images_per_second", r.images_per_second}}
-                     .dump()
-              << std::endl;
+    std::cout << mlfd::TrainResultJson(out, r, {{"method", opts.method}}).dump() << std::endl;
     return 0;
   });
 }

@@ -3,6 +3,7 @@
 
 #include "distill/extract_features.h"
 #include "app/app.h"
+#include "util/options.h"
 #include "util/error.h"
 #include "util/provenance.h"
 
@@ -25,9 +26,18 @@ int main(int argc, char** argv) {
     cli.options().add_options()("out", mlfd::po::value(&out), "output feature cache (.h5)");
     cli.AddPositional("model", &model, "checkpoint");
     cli.AddPositional("store", &store, "image store");
+    bool print_levels = false;
+    cli.options().add_options()(
+        "print-levels", mlfd::po::value(&print_levels)->default_value(false)->implicit_value(true),
+        "print the levels the cache would hold (comma-separated, one line) and exit without reading images "
+        "or writing anything (the pipeline's check of derived cache levels)");
     if (!cli.Parse(argc, argv)) return 0;
-    if (out.empty()) throw mlfd::UsageError("--out is required");
     opts.Check();
+    if (print_levels) {
+      std::cout << mlfd::JoinNames(mlfd::CacheLevels(model, store, opts)) << std::endl;
+      return 0;
+    }
+    if (out.empty()) throw mlfd::UsageError("--out is required");
     std::cout << mlfd::ExtractFeatures(model, store, out, opts, mlfd::MakeProvenance(cli)).dump() << std::endl;
     return 0;
   });

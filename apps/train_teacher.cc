@@ -30,13 +30,7 @@ int main(int argc, char** argv) {
     if (out.empty()) throw mlfd::UsageError("--out is required");
     opts.Check();
     mlfd::TrainResult r = mlfd::TrainTeacher(stores, out, opts, mlfd::MakeProvenance(cli));
-    std::cout << nlohmann::json{{"checkpoint", out},
-                                {"best_epoch", r.best_epoch},
-                                {"best_val_top1", r.best_metric},
-                                {"epochs_run", r.epochs_run},
-                                {"train_images_per_second", r.images_per_second}}
-                     .dump()
-              << std::endl;
+    std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
     return 0;
   });
 }

@@ -37,6 +37,6 @@ JOINT_MAPS = online
 STUDENT_OPTS = $(TRAIN_COMMON) --batch-size 128 --epochs 6
 STUDENT_SIGNALS = cached
 METHODS = kd fitnet mlfd
-# What the cached signals hold (STUDENT_SIGNALS=cached).
-JOINT_CACHE_LEVELS = fused,pool
-TEACHER_CACHE_LEVELS = layer2
+# The cached signals (STUDENT_SIGNALS=cached) hold what the students read: the levels are derived
+# from their methods (JOINT_CACHE_LEVELS / TEACHER_CACHE_LEVELS unset; here T*'s fused and pool
+# levels for MLFD, the teacher's layer2 for FitNet, logits for both).

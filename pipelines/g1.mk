@@ -27,5 +27,3 @@ JOINT_MAPS = cached
 STUDENT_OPTS = $(RECIPE) --epochs 100 --pool-mismatch
 STUDENT_SIGNALS = online
 METHODS = kd fitnet mlfd
-JOINT_CACHE_LEVELS = fused,pool
-TEACHER_CACHE_LEVELS = layer2

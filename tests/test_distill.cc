@@ -19,6 +19,7 @@
 #include "models/joint.h"
 #include "test_util.h"
 #include "util/error.h"
+#include "util/options.h"
 #include "util/sha256.h"
 
 using namespace mlfd;
@@ -396,6 +397,44 @@ TEST_CASE("finetune_joint (online and cached maps) and distill_student end to en
   REQUIRE(rest.exit_code == 0);
   h5::File fa = h5::File::Open(g.tmp / "s_mlfd.last.h5"), fb = h5::File::Open(g.tmp / "s_res.last.h5");
   for (const auto& n : fa.List("state")) CHECK(torch::equal(ReadTensor(fa, "state/" + n), ReadTensor(fb, "state/" + n)));
+
+  // The levels a cache needs, derived from its readers' options: T*'s for MLFD (the preset and a
+  // student with its own --pairs), the teacher's for KD and FitNet; logits always.
+  auto levels_of = [&](const std::string& args, const std::string& model) {
+    std::string out = g.tmp / "derived.h5";
+    std::filesystem::remove(out);
+    auto r = RunTool("extract_features", Msg("-v 0 --splits train ", args, " --out ", out, " ", model, " ", g.a));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto l = h5::File::Open(out).GetJsonAttr("/", "levels").get<std::vector<std::string>>();
+    // --print-levels answers the same list, in the same order, without writing anything.
+    auto p = RunTool("extract_features", Msg("-v 0 --print-levels ", args, " ", model, " ", g.a));
+    REQUIRE(p.exit_code == 0);
+    CHECK(p.out == JoinNames(l) + "\n");
+    std::sort(l.begin(), l.end());
+    return l;
+  };
+  CHECK(levels_of("--for-student '--method mlfd'", g.tmp / "j_on.h5") == std::vector<std::string>{"fused", "logits", "pool"});
+  CHECK(levels_of(Msg("--for-student '--method mlfd --like ", g.ta, "' --for-student '--method mlfd --pairs layer4:teacher0.layer4:0.1'"),
+                  g.tmp / "j_on.h5") == std::vector<std::string>{"fused", "logits", "pool", "teacher0.layer4"});
+  CHECK(levels_of("--for-student '--method fitnet' --for-student '--method kd --w-ce 0.5'", g.ta) ==
+        std::vector<std::string>{"layer2", "logits"});
+  CHECK(levels_of("--for-student '--method mlfd_code' --levels layer1", g.ta) ==
+        std::vector<std::string>{"layer1", "layer4", "logits"});
+  {
+    auto multi = RunTool("extract_features", Msg("-v 0 --for-student '--method unic' --out ", g.tmp / "x.h5 ", g.ta, " ", g.a));
+    CHECK(multi.exit_code == 2);
+    CHECK(multi.err.find("--for-student '--method unic': method unic reads several teachers") != std::string::npos);
+    auto unknown = RunTool("extract_features", Msg("-v 0 --for-student '--method kd --bogus 1' --out ", g.tmp / "x.h5 ", g.ta,
+                                                   " ", g.a));
+    CHECK(unknown.exit_code == 2);
+    CHECK(unknown.err.find("--for-student '--method kd --bogus 1': unrecognised option '--bogus'") != std::string::npos);
+    auto badpair = RunTool("extract_features", Msg("-v 0 --for-student '--pairs layer4:layer9' --out ", g.tmp / "x.h5 ",
+                                                   g.tmp / "j_on.h5", " ", g.a));
+    CHECK(badpair.exit_code == 2);
+    CHECK(badpair.err.find("has no level 'layer9'") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "x.h5"));
+  }
 
   for (const char* m : {"kd", "fitnet"}) {
     auto b = RunTool("distill_student", Msg(st, "--method ", m, " --teacher ", g.ta, " --out ", g.tmp / m, ".h5 ", g.a));

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <set>
 #include <sstream>
 
 #include "distill/multi_teacher.h"
@@ -247,7 +248,7 @@ print("%.12f %.12f" % (dist(s, t).item(), angle(s, t).item()))
   CHECK(RkdDistance(t * 3, t).item<double>() == Approx(0.0).margin(1e-6));  // scale-invariant
 }
 
-TEST_CASE("AMTML-KD term: weight modes, own optimiser, two-phase freezing, state", "[multi][amtml]") {
+TEST_CASE("AMTML-KD term: weight modes, the weighting as a parameter group, two-phase freezing", "[multi][amtml]") {
   torch::manual_seed(1);
   Signals s;
   s.student["layer4"] = torch::randn({4, 3, 2, 2});
@@ -265,7 +266,8 @@ TEST_CASE("AMTML-KD term: weight modes, own optimiser, two-phase freezing, state
     torch::Tensor q = IntegratedTarget(torch::full({4, 2}, 0.5), {s.teachers[0]["logits"], s.teachers[1]["logits"]}, 5);
     CHECK(term->Compute(s).item<double>() == Approx(0.7 * KlToTarget(q, s.student["logits"], 5).item<double>()));
     CHECK(term->Details().at("w_t0") == Approx(0.5));
-    CHECK(term->SaveState().is_null());  // nothing trainable
+    CHECK(term->param_groups().empty());  // nothing trainable
+    CHECK(term->adapter()->parameters().empty());
   }
   SECTION("fixed teacher-level weights") {
     spec.weights = "teacher", spec.fixed_teacher_weights = {3, 1};
@@ -274,46 +276,44 @@ TEST_CASE("AMTML-KD term: weight modes, own optimiser, two-phase freezing, state
     torch::Tensor q = IntegratedTarget(w, {s.teachers[0]["logits"], s.teachers[1]["logits"]}, 5);
     CHECK(term->Compute(s).item<double>() == Approx(0.7 * KlToTarget(q, s.student["logits"], 5).item<double>()));
     CHECK(term->Details().at("w_t1") == Approx(0.25));
+    CHECK(term->param_groups().empty());
   }
-  SECTION("instance weights: trained by their own optimiser in phase 1, frozen after") {
+  SECTION("instance weights: the adapter's parameters, one group trained in phase 1 only") {
     spec.weights = "instance", spec.schedule = "two_phase", spec.phase1_epochs = 1, spec.lr = 0.1;
     auto term = MakeAmtmlTerm(spec);
-    nlohmann::json before = term->SaveState();
+    auto groups = term->param_groups();
+    REQUIRE(groups.size() == 1);
+    CHECK(groups[0].name == "weighting");
+    CHECK(groups[0].lr == Approx(0.1));
+    REQUIRE(groups[0].active);
+    CHECK(groups[0].active(0));
+    CHECK_FALSE(groups[0].active(1));
+    // The group's tensors are the adapter's own (checkpointed with the run for resume).
+    auto named = term->adapter()->named_parameters();
+    REQUIRE(named.size() == 2);
+    std::set<const void*> in_group;
+    for (const auto& t : groups[0].params) in_group.insert(t.unsafeGetTensorImpl());
+    CHECK(in_group.count(named["w"].unsafeGetTensorImpl()));
+    CHECK(in_group.count(named["theta"].unsafeGetTensorImpl()));
     s.epoch = 0;
     torch::Tensor v = term->Compute(s);
     CHECK(term->Details().count("reg"));
     v.backward();
-    term->AfterStep();
-    nlohmann::json after = term->SaveState();
-    CHECK(after["params"]["theta"] != before["params"]["theta"]);
-    // Phase 2: no regulariser, no update.
+    REQUIRE(named["theta"].grad().defined());
+    CHECK(named["theta"].grad().abs().sum().item<double>() > 0);
+    // Phase 2: no regulariser and no gradient into the weighting.
+    named["theta"].mutable_grad() = torch::Tensor();
+    named["w"].mutable_grad() = torch::Tensor();
+    s.student["logits"].mutable_grad() = torch::Tensor();
     s.epoch = 1;
     torch::Tensor v2 = term->Compute(s);
     CHECK_FALSE(term->Details().count("reg"));
     v2.backward();
-    term->AfterStep();
-    CHECK(term->SaveState()["params"]["theta"] == after["params"]["theta"]);
-    // The state round-trips (resume): same parameters, and the same next Adam step.
-    auto other = MakeAmtmlTerm(spec);
-    other->LoadState(after);
-    CHECK(other->SaveState()["params"] == term->SaveState()["params"]);
-    auto fresh = MakeAmtmlTerm(spec);
-    fresh->LoadState(nlohmann::json{{"params", after["params"]}, {"optimizer", before["optimizer"]}});
-    s.epoch = 0;
-    for (auto* t : {term.get(), other.get(), fresh.get()}) {
-      s.student["logits"].mutable_grad() = torch::Tensor();
-      t->Compute(s).backward();
-      t->AfterStep();
-    }
-    CHECK(other->SaveState()["params"] == term->SaveState()["params"]);
-    CHECK(fresh->SaveState()["params"] != term->SaveState()["params"]);  // Adam's moments matter
-    after = term->SaveState();
-    s.epoch = 1;  // frozen: Details() reflect these parameters
-    term->Compute(s);
-    // The weights are the softmax of w . (beta * theta) with the learned parameters.
-    torch::Tensor w = torch::tensor(after["params"]["w"].get<std::vector<float>>());
-    torch::Tensor th = torch::tensor(after["params"]["theta"].get<std::vector<float>>()).view({2, 3});
-    torch::Tensor expect = AmtmlInstanceWeights(s.student["layer4"].mean({2, 3}), w, th).mean(0);
+    CHECK_FALSE(named["theta"].grad().defined());
+    CHECK(s.student["logits"].grad().defined());  // the student still learns
+    // The weights are the softmax of w . (beta * theta) with the parameters.
+    torch::Tensor expect =
+        AmtmlInstanceWeights(s.student["layer4"].mean({2, 3}), named["w"].detach(), named["theta"].detach()).mean(0);
     CHECK(term->Details().at("w_t0") == Approx(expect[0].item<double>()).epsilon(1e-5));
   }
   SECTION("a wrong number of fixed weights is refused") {
@@ -466,7 +466,7 @@ TEST_CASE("distill_student: UNIC, AMTML-KD, uniform multi-teacher KD and FEED en
   }
 }
 
-TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's own optimiser", "[multi][e2e]") {
+TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's weighting group", "[multi][e2e]") {
   SameDataset& g = Shared();
   for (const char* m : {"unic", "amtml"}) {
     INFO(m);
@@ -485,13 +485,32 @@ TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's own o
     for (const auto& n : fa.List("state")) CHECK(torch::equal(ReadTensor(fa, "state/" + n), ReadTensor(fb, "state/" + n)));
     for (const auto& n : fa.List("train_state/aux"))
       CHECK(torch::equal(ReadTensor(fa, "train_state/aux/" + n), ReadTensor(fb, "train_state/aux/" + n)));
-    // The weighting's parameters and the step counter (the optimiser archive's bytes differ run to run).
+    // The step counter and the loss's terms (the optimiser archives' bytes differ run to run).
     auto ea = fa.GetJsonAttr("train_state", "extra"), eb = fb.GetJsonAttr("train_state", "extra");
     CHECK(ea["step"] == eb["step"]);
-    REQUIRE(ea["terms"].size() == eb["terms"].size());
-    for (size_t k = 0; k < ea["terms"].size(); ++k)
-      if (ea["terms"][k].is_object()) CHECK(ea["terms"][k]["params"] == eb["terms"][k]["params"]);
+    CHECK(ea["terms"] == eb["terms"]);
+    if (std::string(m) == "amtml") {
+      // The weighting: parameters in the run's aux (compared above), its own Adam saved by the trainer.
+      CHECK(fa.Exists("train_state/aux/term0.theta"));
+      CHECK(fb.Exists("train_state/optimizer_term0_weighting"));
+    }
   }
+  // Two-phase: the trainer steps the weighting in phase 1 only (unchanged by epoch 2), while the
+  // student keeps training.
+  std::string tp = g.tmp / "amtml_tp.h5";
+  std::string args = Msg(g.st, "--epochs 2 --method amtml --amtml-schedule two_phase --amtml-phase1-epochs 1",
+                         g.three, " --out ", tp, " ", g.a);
+  REQUIRE(RunTool("distill_student", args + " --stop-after 1").exit_code == 0);
+  torch::Tensor theta1, conv1;
+  {
+    h5::File f = h5::File::Open(g.tmp / "amtml_tp.last.h5");
+    theta1 = ReadTensor(f, "train_state/aux/term0.theta");
+    conv1 = ReadTensor(f, "state/" + f.List("state").at(0));
+  }
+  REQUIRE(RunTool("distill_student", args + " --resume").exit_code == 0);
+  h5::File f = h5::File::Open(g.tmp / "amtml_tp.last.h5");
+  CHECK(torch::equal(theta1, ReadTensor(f, "train_state/aux/term0.theta")));
+  CHECK_FALSE(torch::equal(conv1, ReadTensor(f, "state/" + f.List("state").at(0))));
 }
 
 TEST_CASE("distill_student: cached signals of several teachers, one cache each", "[multi][e2e]") {

@@ -4,8 +4,10 @@
 // are not blocked).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <thread>
@@ -58,6 +60,41 @@ bool WaitFor(F done, double seconds) {
   }
   return true;
 }
+
+// Stand-in stage binaries in <tmp>/bin: each records its call in <tmp>/calls.log and writes the
+// files it is asked for (--out, report's --md/--html, prepare_data's last argument), so make sees
+// real artefacts; the stages in `except` are left for the caller to write. Also the two
+// datasets' manifests va.json and vb.json.
+void WriteFakeStages(const TempDir& tmp, const std::vector<std::string>& except = {}) {
+  fs::create_directories(tmp / "bin");
+  const std::string fake = Msg("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> ", tmp / "calls.log",
+                               "\nprev=; last=\nfor a; do\n  case \"$prev\" in --out|--md|--html) : > \"$a\" ;; esac\n"
+                               "  prev=$a; last=$a\ndone\n[ \"$(basename \"$0\")\" = prepare_data ] && : > \"$last\"\nexit 0\n");
+  for (const char* b : {"prepare_data", "train_teacher", "build_joint", "finetune_joint", "extract_features", "distill_student",
+                        "evaluate", "report"}) {
+    if (std::find(except.begin(), except.end(), b) != except.end()) continue;
+    WriteText(tmp / Msg("bin/", b), fake);
+    fs::permissions(tmp / Msg("bin/", b), fs::perms::owner_all);
+  }
+  WriteText(tmp / "va.json", "{}");
+  WriteText(tmp / "vb.json", "{}");
+}
+
+// The lines of <tmp>/calls.log written since the last call.
+class NewCalls {
+ public:
+  explicit NewCalls(std::string log) : log_(std::move(log)) {}
+  std::string operator()() {
+    std::string all = ReadText(log_);
+    std::string fresh = all.substr(std::min(seen_, all.size()));
+    seen_ = all.size();
+    return fresh;
+  }
+
+ private:
+  std::string log_;
+  size_t seen_ = 0;
+};
 
 }  // namespace
 
@@ -200,19 +237,7 @@ TEST_CASE("Makefile.pipeline: a second make on the same RUN stops at once and an
 TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that stage and what depends on it",
           "[hygiene-pipeline][pipeline]") {
   TempDir tmp;
-  // Stand-in stage binaries: each records its call in calls.log and writes the files it is asked
-  // for (--out, report's --md/--html, prepare_data's last argument), so make sees real artefacts.
-  fs::create_directories(tmp / "bin");
-  const std::string fake = Msg("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> ", tmp / "calls.log",
-                               "\nprev=; last=\nfor a; do\n  case \"$prev\" in --out|--md|--html) : > \"$a\" ;; esac\n"
-                               "  prev=$a; last=$a\ndone\n[ \"$(basename \"$0\")\" = prepare_data ] && : > \"$last\"\nexit 0\n");
-  for (const char* b : {"prepare_data", "train_teacher", "build_joint", "finetune_joint", "extract_features", "distill_student",
-                        "evaluate", "report"}) {
-    WriteText(tmp / Msg("bin/", b), fake);
-    fs::permissions(tmp / Msg("bin/", b), fs::perms::owner_all);
-  }
-  WriteText(tmp / "va.json", "{}");
-  WriteText(tmp / "vb.json", "{}");
+  WriteFakeStages(tmp);
   const std::string base = "DATASETS = va vb\nTEACHER_OPTS = --epochs 2\nMETHODS = kd mlfd unic\nSTUDENT_OPTS = --epochs 3\n"
                            "JOINT_MAPS = cached\nSTUDENT_SIGNALS = cached\nJOINT_CACHE_LEVELS = fused,pool\n"
                            "TEACHER_CACHE_LEVELS = layer2\nVARIANTS = t8\nVARIANT_OPTS_t8 = --temperature 8\n";
@@ -220,14 +245,7 @@ TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that sta
   const std::string run = tmp / "run";
   const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=opts PIPELINE_FILE=", tmp / "opts.mk",
                                " MANIFESTS=", tmp.path(), " BIN=", tmp / "bin", " RUN=", run, " VERBOSE=0 SEEDS='1 2'");
-  // The calls since the last look, one line each.
-  size_t seen = 0;
-  auto calls = [&] {
-    std::string all = ReadText(tmp / "calls.log");
-    std::string fresh = all.substr(std::min(seen, all.size()));
-    seen = all.size();
-    return fresh;
-  };
+  NewCalls calls(tmp / "calls.log");  // the calls since the last look, one line each
   auto count = [](const std::string& s, const std::string& what) {
     size_t n = 0;
     for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
@@ -300,5 +318,89 @@ TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that sta
   INFO(old.out << old.err);
   REQUIRE(old.exit_code == 0);
   CHECK(calls().empty());
-  CHECK(ReadText(run + "/.opts/teacher_cache.opts") == "extract_features --levels layer3\n");
+  CHECK(ReadText(run + "/.opts/teacher_cache_va.opts") == "extract_features --levels layer3\n");
+}
+
+TEST_CASE("Makefile.pipeline: derived cache levels follow the students that read each cache", "[hygiene-pipeline][pipeline]") {
+  TempDir tmp;
+  WriteFakeStages(tmp, {"extract_features"});
+  // The stand-in extract_features answers --print-levels with what decides levels here: the
+  // method and any --pairs inside each --for-student string.
+  WriteText(tmp / "bin/extract_features",
+            Msg("#!/bin/sh\necho \"extract_features $*\" >> ", tmp / "calls.log",
+                "\nprev=; print=\nfor a; do\n  case \"$prev\" in --out) : > \"$a\" ;; esac\n"
+                "  [ \"$a\" = --print-levels ] && print=1\n  prev=$a\ndone\n"
+                "if [ -n \"$print\" ]; then for a; do case \"$a\" in *--method*) echo \"$a\" | "
+                "grep -o -e '--method [a-z_]*' -e '--pairs [^ ]*' | tr '\\n' ' ';; esac; done; echo; fi\nexit 0\n"));
+  fs::permissions(tmp / "bin/extract_features", fs::perms::owner_all);
+  // No JOINT_CACHE_LEVELS / TEACHER_CACHE_LEVELS: the caches hold what their readers' methods read.
+  WriteText(tmp / "d.mk", "DATASETS = va vb\nMETHODS = kd mlfd\nSTUDENT_OPTS = --epochs 3\nSTUDENT_SIGNALS = cached\n");
+  const std::string run = tmp / "run";
+  const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=d PIPELINE_FILE=", tmp / "d.mk",
+                               " MANIFESTS=", tmp.path(), " BIN=", tmp / "bin", " RUN=", run, " VERBOSE=0");
+  NewCalls calls(tmp / "calls.log");
+  auto lines_with = [](const std::string& log, const std::string& what, const std::string& without = "") {
+    std::vector<std::string> out;
+    std::istringstream in(log);
+    for (std::string l; std::getline(in, l);)
+      if (l.find(what) != std::string::npos && (without.empty() || l.find(without) == std::string::npos))
+        out.push_back(l);
+    return out;
+  };
+  auto first = RunShell(make);
+  INFO(first.out << first.err);
+  REQUIRE(first.exit_code == 0);
+  std::string all = calls();
+  CHECK(lines_with(all, "--print-levels").size() == 4);  // the check of each cache's levels
+  auto ex = lines_with(all, "extract_features ", "--print-levels");
+  REQUIRE(ex.size() == 4);  // T*'s and the teacher's cache, per dataset
+  for (const auto& l : ex) {
+    INFO(l);
+    CHECK(l.find("--levels") == std::string::npos);
+    if (l.find("features/joint_va.h5") != std::string::npos)
+      CHECK(l.find("--for-student --method mlfd --like " + run + "/seed1/teachers/va.h5 --epochs 3 --splits") !=
+            std::string::npos);
+    if (l.find("features/teacher_vb.h5") != std::string::npos)
+      CHECK(l.find("--for-student --method kd --like " + run + "/seed1/teachers/vb.h5 --epochs 3 --splits") !=
+            std::string::npos);  // FitNet is not in METHODS: no hint level asked for
+  }
+  CHECK(ReadText(run + "/seed1/features/joint_va.levels") == "--method mlfd \n");
+  CHECK(ReadText(run + "/.opts/joint_cache_va.opts") == "extract_features --for-student '--method mlfd --epochs 3'\n");
+  CHECK(ReadText(run + "/.opts/teacher_cache_vb.opts") == "extract_features --for-student '--method kd --epochs 3'\n");
+  auto again = RunShell(make);
+  REQUIRE(again.exit_code == 0);
+  CHECK(calls().empty());
+
+  // An MLFD option that changes what the students read: T*'s caches and the MLFD students rerun,
+  // the teacher caches and KD do not.
+  const std::string pairs = " MLFD_OPTS='--pairs layer4:fused'";
+  REQUIRE(RunShell(make + pairs).exit_code == 0);
+  std::string ran = calls();
+  INFO(ran);
+  ex = lines_with(ran, "extract_features ", "--print-levels");
+  CHECK(ex.size() == 2);
+  for (const auto& l : ex) CHECK(l.find("features/joint_") != std::string::npos);
+  CHECK(lines_with(ran, "distill_student ").size() == 2);
+  CHECK(lines_with(ran, "--method kd").empty());
+  // One that does not (the students' epochs): the levels are checked, no cache is re-extracted.
+  REQUIRE(RunShell(make + pairs + " STUDENT_OPTS='--epochs 4'").exit_code == 0);
+  ran = calls();
+  CHECK(lines_with(ran, "--print-levels").size() == 4);
+  CHECK(lines_with(ran, "extract_features ", "--print-levels").empty());
+  CHECK(lines_with(ran, "distill_student ").size() == 4);  // kd and mlfd, both datasets
+  // One dataset's student options: that dataset's checks and students only.
+  REQUIRE(RunShell(make + pairs + " STUDENT_OPTS='--epochs 4' STUDENT_OPTS_va=--lr=0.01").exit_code == 0);
+  ran = calls();
+  CHECK(lines_with(ran, "--print-levels").size() == 2);
+  CHECK(lines_with(ran, "extract_features ", "--print-levels").empty());
+  CHECK(lines_with(ran, "distill_student ").size() == 2);
+  CHECK(lines_with(ran, "_vb.h5 ").empty());
+  // An explicit list overrides the derived levels (and reruns the caches it changes).
+  REQUIRE(RunShell(make + pairs + " STUDENT_OPTS='--epochs 4' STUDENT_OPTS_va=--lr=0.01 TEACHER_CACHE_LEVELS=layer3")
+              .exit_code == 0);
+  ran = calls();
+  CHECK(lines_with(ran, "--print-levels").empty());
+  CHECK(lines_with(ran, "--levels layer3").size() == 2);
+  CHECK(lines_with(ran, "distill_student ").size() == 2);  // kd from the new teacher caches
+  CHECK(ReadText(run + "/.opts/teacher_cache_va.opts") == "extract_features --levels layer3\n");
 }

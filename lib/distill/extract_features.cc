@@ -8,6 +8,7 @@
 
 #include "data/image_store.h"
 #include "data/loader.h"
+#include "distill/student.h"
 #include "io/h5.h"
 #include "io/tensor_io.h"
 #include "models/checkpoint.h"
@@ -26,6 +27,9 @@ void ExtractOptions::Register(po::options_description& d) {
   d.add_options()("levels",
                   po::value<std::string>()->default_value("")->notifier([this](const std::string& s) { levels = SplitCsv(s); }),
                   "comma-separated level names to store (logits are always stored)")(
+      "for-student", po::value(&for_students)->composing(),
+      "distill_student options of a student that will read this cache, as one string (e.g. '--method fitnet "
+      "--like teacher.h5'): adds the levels its loss reads from this model; repeatable")(
       "splits",
       po::value<std::string>()->default_value("train,val,test")->notifier([this](const std::string& s) { splits = SplitCsv(s); }),
       "comma-separated splits of the store")(
@@ -47,6 +51,32 @@ void ExtractOptions::Check() const {
   c.Throw();
 }
 
+std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher,
+                                              const ImageStore& store) {
+  StudentOptions so;
+  po::options_description d;
+  so.Register(d);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(po::split_unix(student_options)).options(d).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(Msg("--for-student '", student_options, "': ", e.what()));
+  }
+  try {
+    so.Check();
+    const MethodSpec& m = FindMethod(so.method);
+    if (m.multi_teacher())
+      throw UsageError(Msg("method ", m.name, " reads several teachers; give their caches' levels with --levels"));
+    Net student = BuildModel(StudentConfig(so, store));
+    std::vector<Net> teachers{teacher};
+    StudentLoss loss = BuildStudentLoss(so, teachers, student);
+    return loss.teacher_levels.at(0);
+  } catch (const UsageError& e) {
+    throw UsageError(Msg("--for-student '", student_options, "': ", e.what()));
+  }
+}
+
 namespace {
 int64_t PeakRssBytes() {
   std::ifstream f("/proc/self/status");
@@ -57,20 +87,12 @@ int64_t PeakRssBytes() {
 }
 }  // namespace
 
-nlohmann::json ExtractFeatures(const std::string& model_path, const std::string& store_path, const std::string& out,
-                               const ExtractOptions& opts, Provenance provenance) {
-  h5::CheckOutputPath(out, kFeatureFormat);
-  torch::Device device = ParseDevice(opts.device);
-  LoadedCheckpoint ck = LoadCheckpoint(model_path);
-  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
-  provenance.AddInputFingerprint("model", model_path, ck.sha256);
-  provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
-  const std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
-  const HeadInfo& info = ck.meta.Dataset(ds, model_path);
-  if (store->channels() != info.channels)
-    throw Error(Msg(store_path, ": images have ", store->channels(), " channel(s) but ", model_path,
-                    " was trained on ", info.channels));
+std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path, const ImageStore& store,
+                                     const ExtractOptions& opts) {
   std::vector<std::string> levels = opts.levels;
+  for (const auto& so : opts.for_students)
+    for (const auto& l : StudentTeacherLevels(so, ck.net, store))
+      if (std::find(levels.begin(), levels.end(), l) == levels.end()) levels.push_back(l);
   if (opts.teacher_inputs) {
     JointNetImpl& j = AsJoint(ck.net, model_path);
     for (int i = 0; i < j.num_teachers(); ++i)
@@ -85,6 +107,30 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
       for (const auto& n : valid) list += (list.empty() ? "" : ", ") + n;
       throw UsageError(Msg("--levels: ", model_path, " has no level '", l, "' (valid: ", list, ")"));
     }
+  return levels;
+}
+
+std::vector<std::string> CacheLevels(const std::string& model_path, const std::string& store_path,
+                                     const ExtractOptions& opts) {
+  LoadedCheckpoint ck = LoadCheckpoint(model_path);
+  ImageStore store = ImageStore::Open(store_path);
+  return CacheLevels(ck, model_path, store, opts);
+}
+
+nlohmann::json ExtractFeatures(const std::string& model_path, const std::string& store_path, const std::string& out,
+                               const ExtractOptions& opts, Provenance provenance) {
+  h5::CheckOutputPath(out, kFeatureFormat);
+  torch::Device device = ParseDevice(opts.device);
+  LoadedCheckpoint ck = LoadCheckpoint(model_path);
+  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
+  provenance.AddInputFingerprint("model", model_path, ck.sha256);
+  provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
+  const std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
+  const HeadInfo& info = ck.meta.Dataset(ds, model_path);
+  if (store->channels() != info.channels)
+    throw Error(Msg(store_path, ": images have ", store->channels(), " channel(s) but ", model_path,
+                    " was trained on ", info.channels));
+  const std::vector<std::string> levels = CacheLevels(ck, model_path, *store, opts);
   for (const auto& s : opts.splits) store->split(s);  // fail early on an unknown split
 
   h5::AtomicFile atomic(out);

@@ -9,12 +9,19 @@
 #include <vector>
 
 #include "io/feature_cache.h"
+#include "models/checkpoint.h"
+#include "models/model.h"
 #include "util/provenance.h"
 
 namespace mlfd {
 
+class ImageStore;
+
 struct ExtractOptions {
   std::vector<std::string> levels;                    // level names; "logits" is always added
+  // distill_student option strings (e.g. "--method fitnet --like t.h5"): the levels each of those
+  // students' losses read from this model are added (single-teacher methods).
+  std::vector<std::string> for_students;
   bool teacher_inputs = false;  // joint teacher: add every teacher's fusion map and logits (the
                                 // inputs finetune_joint --teacher-maps cached reads)
   std::vector<std::string> splits{"train", "val", "test"};  // splits present in the store
@@ -27,6 +34,19 @@ struct ExtractOptions {
   void Register(boost::program_options::options_description& d);
   void Check() const;
 };
+
+// The levels a distill_student run with `student_options` (its command-line options, as one
+// string) reads from `teacher` as its single teacher on `store` ("logits" included when its loss
+// reads them). UsageError for options distill_student would refuse or a multi-teacher method.
+std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher, const ImageStore& store);
+
+// What a cache of `model` (`ck`, loaded) over `store` with these options holds: --levels, the
+// levels of every --for-student, the teacher inputs (--teacher-inputs) and "logits", in that order
+// without repeats; UsageError naming a level the model lacks.
+std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path, const ImageStore& store,
+                                     const ExtractOptions& opts);
+std::vector<std::string> CacheLevels(const std::string& model_path, const std::string& store_path,
+                                     const ExtractOptions& opts);
 
 // Runs the frozen network of `model` over `store` and writes the cache atomically. Returns a JSON
 // summary (levels with shapes, bytes, seconds, peak RSS).

@@ -1,39 +1,23 @@
-// The single-teacher methods' presets (mlfd, mlfd_code, kd, fitnet, ce): --method and its
-// options resolved into the loss weights and level pairs of one teacher / student pair.
-#include "distill/student.h"
-
+// The single-teacher methods (mlfd, mlfd_code, kd, fitnet, ce): a method's row of the table
+// (distill/methods.h) and the options resolved into the loss weights and level pairs of one
+// teacher / student pair, and the terms built from them.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "distill/methods.h"
+#include "distill/student.h"
 #include "util/error.h"
 #include "util/options.h"
 
 namespace mlfd {
 
-std::vector<std::string> ResolvedLoss::TeacherLevels() const {
-  std::vector<std::string> l;
-  if (w_kd > 0) l.push_back("logits");
-  for (const auto& p : pairs)
-    if (std::find(l.begin(), l.end(), p.teacher) == l.end()) l.push_back(p.teacher);
-  return l;
-}
-
-ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
+ResolvedLoss ResolveLoss(const StudentOptions& o, const MethodSpec& m, Net& teacher, Net& student) {
   ResolvedLoss r;
-  const std::string& m = o.method;
   const bool joint = teacher->config().arch == "joint";
-  double feat = 0;
-  if (m == "mlfd" || m == "mlfd_code") {
-    r.temperature = 2, r.w_kd = 0.6, r.w_ce = 0.2, feat = 0.2;
-  } else if (m == "kd") {
-    r.temperature = 4, r.w_kd = 0.9, r.w_ce = 0.1;
-  } else if (m == "fitnet") {
-    r.w_ce = 1.0, feat = 1.0;
-  } else {
-    r.w_ce = 1.0;
-  }
+  r.temperature = m.temperature, r.w_kd = m.w_kd, r.w_ce = m.w_ce;
+  double feat = m.w_feat;
   if (o.temperature > 0) r.temperature = o.temperature;
   if (o.w_kd >= 0) r.w_kd = o.w_kd;
   if (o.w_ce >= 0) r.w_ce = o.w_ce;
@@ -42,7 +26,7 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
   auto smaps = student->MapLevels(), tmaps = teacher->MapLevels();
   if (!o.pairs.empty()) {
     for (const auto& p : o.pairs) r.pairs.push_back(LevelPair::Parse(p, feat > 0 ? feat : 1.0));
-  } else if (m == "mlfd" || m == "mlfd_code") {
+  } else if (m.pairs == PairPreset::kFusedAndDense || m.pairs == PairPreset::kLastFused) {
     // Teacher's post-fusion levels (T*) or its last map, matched to the student's last maps in order.
     std::vector<std::string> t;
     if (joint) {
@@ -51,11 +35,12 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
     } else {
       t.push_back(tmaps.back());
     }
-    if (m == "mlfd_code") t = {t.back()};
+    if (m.pairs == PairPreset::kLastFused) t = {t.back()};
     if (t.size() > smaps.size()) throw Error("the teacher has more fused levels than the student has map levels");
     for (size_t k = 0; k < t.size(); ++k) r.pairs.push_back({smaps[smaps.size() - t.size() + k], t[k], feat, "auto"});
-    if (m == "mlfd") r.pairs.push_back({student->DenseLevel(), joint ? "pool" : teacher->DenseLevel(), feat, "auto"});
-  } else if (m == "fitnet") {
+    if (m.pairs == PairPreset::kFusedAndDense)
+      r.pairs.push_back({student->DenseLevel(), joint ? "pool" : teacher->DenseLevel(), feat, "auto"});
+  } else if (m.pairs == PairPreset::kMiddleHint) {
     // One hint: the middle map level of each (FitNet's guided layer), regressor always.
     if (joint) {
       r.pairs.push_back({smaps.back(), tmaps.back(), feat, "conv"});
@@ -70,6 +55,25 @@ ResolvedLoss ResolveLoss(const StudentOptions& o, Net& teacher, Net& student) {
       throw UsageError("level pairs match features; logits are the KD term's (--w-kd)");
   }
   return r;
+}
+
+TermList BuildSingleTeacherTerms(const LossContext& c) {
+  const StudentOptions& o = c.opts;
+  TermList terms;
+  if (c.teachers.empty()) {  // ce without a teacher
+    terms.push_back(MakeCeTerm(o.w_ce >= 0 ? o.w_ce : c.method.w_ce, o.label_smoothing));
+    return terms;
+  }
+  ResolvedLoss loss = ResolveLoss(o, c.method, c.teachers[0], c.student);
+  auto tchan = c.teachers[0]->LevelChannels(), schan = c.student->LevelChannels();
+  if (loss.w_kd > 0) terms.push_back(MakeKdTerm(loss.w_kd, loss.temperature));
+  for (const auto& p : loss.pairs) {
+    bool map = p.student != "pool" && p.student != "embed";
+    terms.push_back(MakeHintTerm(p.weight, p.student, schan.at(p.student), p.teacher, tchan.at(p.teacher), map,
+                                 p.regressor, o.pool_mismatch));
+  }
+  if (loss.w_ce > 0) terms.push_back(MakeCeTerm(loss.w_ce, o.label_smoothing));
+  return terms;
 }
 
 }  // namespace mlfd

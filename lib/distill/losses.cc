@@ -45,6 +45,7 @@ class KdTerm : public LossTerm {
   KdTerm(double w, double t, int k) : LossTerm(k ? Msg("kd", k) : "kd", w), t_(t), k_(k) {}
   std::vector<std::string> student_levels() const override { return {"logits"}; }
   std::vector<TeacherLevel> teacher_levels() const override { return {{k_, "logits"}}; }
+  std::string note() const override { return Msg("T = ", t_); }
   torch::Tensor Compute(const Signals& s) override {
     const auto& zs = s.student.at("logits");
     const auto& zt = s.teacher(k_).at("logits");

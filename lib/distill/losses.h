@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "train/trainer.h"
 
 namespace mlfd {
 
@@ -47,12 +48,12 @@ class LossTerm {
   virtual torch::Tensor Compute(const Signals& s) = 0;
   // Sub-values of the last Compute() to log (e.g. per-teacher errors), keyed by a name suffix.
   virtual std::map<std::string, double> Details() const { return {}; }
-  // Called after each optimiser step (terms with their own optimiser step it here).
-  virtual void AfterStep() {}
-  // State outside adapter() that resume needs (own parameters, own optimiser).
-  virtual nlohmann::json SaveState() const { return nullptr; }
-  virtual void LoadState(const nlohmann::json&) {}
-  // Moves state outside adapter() to the training device.
+  // Parameters of adapter() that the trainer steps with an optimiser of their own instead of the
+  // run's (e.g. AMTML-KD's weighting); still zeroed, unscaled, clipped and resumed by the trainer.
+  virtual std::vector<ParamGroup> param_groups() { return {}; }
+  // What the description of the loss adds for this term, e.g. "T = 4" ("" = nothing).
+  virtual std::string note() const { return ""; }
+  // Moves constant tensors outside adapter() to the training device.
   virtual void To(torch::Device) {}
 
  private:

@@ -28,30 +28,6 @@ torch::Tensor PoolTo(const torch::Tensor& x, int64_t h, int64_t w) {
   if (x.size(2) == h && x.size(3) == w) return x;
   return torch::adaptive_avg_pool2d(x, {h, w});
 }
-std::string Hex(const std::string& bytes) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  s.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) s += d[c >> 4], s += d[c & 15];
-  return s;
-}
-std::string Unhex(const std::string& s) {
-  std::string b(s.size() / 2, '\0');
-  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<char>(v(s[2 * i]) * 16 + v(s[2 * i + 1]));
-  return b;
-}
-std::vector<float> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1);
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-}
-void FromVector(torch::Tensor t, const std::vector<float>& v, const std::string& what) {
-  if (static_cast<int64_t>(v.size()) != t.numel())
-    throw Error(Msg("resume: ", what, " has ", v.size(), " values, expected ", t.numel()));
-  torch::NoGradGuard g;
-  t.copy_(torch::tensor(v).view(t.sizes()).to(t.device(), t.scalar_type()));
-}
-
 }  // namespace
 
 // ================================================================ UNIC
@@ -323,9 +299,7 @@ class AmtmlTerm : public LossTerm {
     } else if (spec_.weights != "uniform") {
       throw UsageError("amtml: unknown weight mode '" + spec_.weights + "' (valid: instance, teacher, uniform)");
     }
-    if (!own_->parameters().empty()) {
-      opt_ = std::make_unique<torch::optim::Adam>(own_->parameters(), torch::optim::AdamOptions(spec_.lr));
-    }
+    learned_ = !own_->parameters().empty();
   }
   std::vector<std::string> student_levels() const override { return {"logits", spec_.student_map}; }
   std::vector<TeacherLevel> teacher_levels() const override {
@@ -333,8 +307,15 @@ class AmtmlTerm : public LossTerm {
     for (int k = 0; k < spec_.teachers; ++k) v.push_back({k, "logits"});
     return v;
   }
+  // The weighting's parameters are an adapter (checkpointed for resume, never exported) stepped by
+  // the trainer with their own Adam, only while the schedule trains them.
+  std::shared_ptr<torch::nn::Module> adapter() override { return own_; }
+  std::vector<ParamGroup> param_groups() override {
+    if (!learned_) return {};
+    return {ParamGroup{"weighting", own_->parameters(), spec_.lr, [this](int64_t e) { return Trainable(e); }}};
+  }
   bool Trainable(int64_t epoch) const {
-    return opt_ && (spec_.schedule == "joint" || epoch < spec_.phase1_epochs);
+    return learned_ && (spec_.schedule == "joint" || epoch < spec_.phase1_epochs);
   }
   torch::Tensor Weights(const Signals& s, bool train) {
     const torch::Tensor& zs = s.student.at("logits");
@@ -360,9 +341,8 @@ class AmtmlTerm : public LossTerm {
       if (zt.back().size(1) != zs.size(1))
         throw Error(Msg("amtml: teacher ", k, " predicts ", zt.back().size(1), " classes, the student ", zs.size(1)));
     }
-    train_now_ = Trainable(s.epoch);
-    if (train_now_) opt_->zero_grad();
-    torch::Tensor weights = Weights(s, train_now_);
+    const bool train_now = Trainable(s.epoch);
+    torch::Tensor weights = Weights(s, train_now);
     torch::Tensor q = IntegratedTarget(weights, zt, spec_.temperature);
     torch::Tensor kl = KlToTarget(q, zs, spec_.temperature);
     torch::Tensor loss = kl * spec_.alpha;
@@ -381,7 +361,7 @@ class AmtmlTerm : public LossTerm {
         details_["dist"] = d.item<double>();
       }
     }
-    if (train_now_ && spec_.reg > 0) {
+    if (train_now && spec_.reg > 0) {
       torch::Tensor r = torch::zeros({}, zs.options().dtype(torch::kFloat32));
       for (const auto& p : own_->parameters()) r = r + p.pow(2).sum();
       loss = loss + r * spec_.reg;
@@ -392,30 +372,7 @@ class AmtmlTerm : public LossTerm {
     return loss;
   }
   std::map<std::string, double> Details() const override { return details_; }
-  void AfterStep() override {
-    if (train_now_) opt_->step();
-  }
-  nlohmann::json SaveState() const override {
-    if (!opt_) return nullptr;
-    nlohmann::json j;
-    for (const auto& p : own_->named_parameters()) j["params"][p.key()] = ToVector(p.value());
-    j["optimizer"] = Hex(SerializeOptimizer(*opt_));
-    return j;
-  }
-  void LoadState(const nlohmann::json& j) override {
-    if (!opt_) return;
-    if (!j.is_object() || !j.contains("params") || !j.contains("optimizer"))
-      throw Error("resume: the run has no saved AMTML-KD weighting state");
-    for (auto& p : own_->named_parameters()) {
-      if (!j["params"].contains(p.key())) throw Error("resume: AMTML-KD weighting parameter " + p.key() + " missing");
-      FromVector(p.value(), j["params"][p.key()].get<std::vector<float>>(), p.key());
-    }
-    DeserializeOptimizer(*opt_, Unhex(j["optimizer"].get<std::string>()));
-  }
-  // The weighting parameters live on the device of the student (Module::to keeps the tensors the
-  // optimiser holds, moving their data).
   void To(torch::Device d) override {
-    own_->to(d);
     if (fixed_.defined()) fixed_ = fixed_.to(d);
   }
 
@@ -423,8 +380,7 @@ class AmtmlTerm : public LossTerm {
   AmtmlSpec spec_;
   std::shared_ptr<torch::nn::Module> own_;
   torch::Tensor w_, theta_, v_, fixed_;
-  std::unique_ptr<torch::optim::Adam> opt_;
-  bool train_now_ = false;
+  bool learned_ = false;
   std::map<std::string, double> details_;
 };
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "data/image_store.h"
 #include "data/loader.h"
@@ -13,15 +12,12 @@
 #include "distill/multi_teacher.h"
 #include "eval/metrics.h"
 #include "models/checkpoint.h"
-#include "util/options.h"
-#include "models/device.h"
+#include "io/h5.h"
 #include "util/error.h"
 #include "util/log.h"
-#include "util/sha256.h"
+#include "util/options.h"
 
 namespace mlfd {
-
-namespace po = boost::program_options;
 
 namespace {
 
@@ -39,27 +35,20 @@ struct TeacherRun {
 
 TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const std::string& store_path,
                            const std::string& out, const StudentOptions& opts, Provenance provenance) {
-  const bool multi = IsMultiTeacherMethod(opts.method);
-  if (!multi && opts.method != "ce" && teacher_paths.size() != 1)
-    throw UsageError(Msg("method ", opts.method, " takes one --teacher (got ", teacher_paths.size(),
-                         "); the multi-teacher methods are unic, amtml, mtkd and feed"));
-  if (opts.method == "ce" && teacher_paths.size() > 1)
-    throw UsageError("method ce takes at most one --teacher (it reads no signal from it)");
-  if (multi && teacher_paths.empty()) throw UsageError(Msg("method ", opts.method, " needs at least one --teacher"));
+  const MethodSpec& method = FindMethod(opts.method);
+  CheckTeacherCount(method, teacher_paths.size());
   if (opts.teacher_signals == "cached" && opts.features.size() != teacher_paths.size())
     throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", teacher_paths.size(),
                          " teachers (one per --teacher, in order)"));
-  torch::Device device = ParseDevice(opts.loop.device);
-  RunFiles(out).CheckWritable(opts.loop.resume);
-  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
-  provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
+  Stage stage(opts, out, std::move(provenance));
+  const torch::Device device = stage.device();
+  auto store = stage.OpenStore(store_path);
   std::vector<TeacherRun> runs(teacher_paths.size());
   std::vector<Net> teachers;
   for (size_t k = 0; k < runs.size(); ++k) {
     auto& r = runs[k];
     r.path = teacher_paths[k];
-    r.ck = LoadCheckpoint(r.path);
-    provenance.AddInputFingerprint(runs.size() == 1 ? std::string("teacher") : Msg("teacher", k), r.path, r.ck.sha256);
+    r.ck = stage.LoadInput(runs.size() == 1 ? std::string("teacher") : Msg("teacher", k), r.path);
     for (const auto& d : r.ck.meta.datasets)
       if (d.dataset == store->name()) r.info = &d;
     r.has_logits = r.info != nullptr;
@@ -71,100 +60,52 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     teachers.push_back(r.ck.net);
   }
 
-  ModelOptions mo = opts.model;
-  if (!opts.like.empty()) {
-    h5::File f = h5::File::Open(opts.like);
-    ModelConfig c = ReadCheckpointMeta(f).model;
-    if (c.arch == "joint") throw UsageError(Msg("--like: ", opts.like, " is a joint teacher; give a stage-1 checkpoint"));
-    mo.arch = c.arch, mo.width = c.width, mo.small_stem = c.small_stem, mo.embed_dim = c.embed_dim;
-  }
-  ModelConfig config = mo.ToConfig(store->channels(), {store->num_classes()}, {store->name()});
+  ModelConfig config = StudentConfig(opts, *store);
   torch::manual_seed(opts.loop.seed);
   Net student = BuildModel(config);
 
   // Terms and their training-only adapters.
-  std::vector<std::unique_ptr<LossTerm>> terms;
-  std::string temperature;
-  if (multi) {
-    terms = MultiTeacherTerms(opts, teachers, student);
-  } else if (opts.method == "ce" && teachers.empty()) {
-    terms.push_back(MakeCeTerm(opts.w_ce >= 0 ? opts.w_ce : 1.0, opts.label_smoothing));
-  } else {
-    ResolvedLoss loss = ResolveLoss(opts, teachers[0], student);
-    auto tchan = teachers[0]->LevelChannels(), schan = student->LevelChannels();
-    if (loss.w_kd > 0) terms.push_back(MakeKdTerm(loss.w_kd, loss.temperature));
-    for (const auto& p : loss.pairs) {
-      bool map = p.student != "pool" && p.student != "embed";
-      terms.push_back(MakeHintTerm(p.weight, p.student, schan.at(p.student), p.teacher, tchan.at(p.teacher), map,
-                                   p.regressor, opts.pool_mismatch));
-    }
-    if (loss.w_ce > 0) terms.push_back(MakeCeTerm(loss.w_ce, opts.label_smoothing));
-    if (loss.w_kd > 0) temperature = Msg(" (T = ", loss.temperature, ")");
-  }
+  StudentLoss loss = BuildStudentLoss(opts, teachers, student);
   auto aux = std::make_shared<torch::nn::Module>();
-  std::set<std::string> student_levels{"logits"};
-  std::vector<std::set<std::string>> tlevels(runs.size());
-  for (size_t k = 0; k < terms.size(); ++k) {
-    if (auto a = terms[k]->adapter()) aux->register_module(Msg("term", k), a);
-    for (const auto& l : terms[k]->student_levels()) student_levels.insert(l);
-    for (const auto& tl : terms[k]->teacher_levels()) tlevels.at(tl.teacher).insert(tl.level);
+  TrainTask task;
+  for (size_t k = 0; k < loss.terms.size(); ++k) {
+    if (auto a = loss.terms[k]->adapter()) aux->register_module(Msg("term", k), a);
+    for (auto& g : loss.terms[k]->param_groups()) {
+      g.name = Msg("term", k, "_", g.name);
+      task.param_groups.push_back(std::move(g));
+    }
   }
   for (size_t k = 0; k < runs.size(); ++k) {
-    runs[k].levels.assign(tlevels[k].begin(), tlevels[k].end());
-    if (tlevels[k].count("logits") && !runs[k].has_logits) {
+    runs[k].levels = loss.teacher_levels[k];
+    if (std::count(runs[k].levels.begin(), runs[k].levels.end(), "logits") && !runs[k].has_logits) {
       std::vector<std::string> known;
       for (const auto& d : runs[k].ck.meta.datasets) known.push_back(d.dataset);
       throw Error(Msg(runs[k].path, ": has no logits for dataset '", store->name(), "' (it predicts: ", JoinNames(known),
                       "); method ", opts.method, " needs logits in the student's label space",
-                      multi ? " from every teacher" : " (--w-kd 0 to drop them)"));
+                      method.multi_teacher() ? " from every teacher" : " (--w-kd 0 to drop them)"));
     }
   }
-  {
-    std::string desc;
-    for (const auto& t : terms) desc += Msg(desc.empty() ? "" : " + ", t->weight(), " * ", t->name());
-    MLOG(INFO) << "method " << opts.method << " (" << runs.size() << " teacher" << (runs.size() == 1 ? "" : "s")
-               << "): " << desc << temperature;
-  }
+  MLOG(INFO) << "method " << opts.method << " (" << runs.size() << " teacher" << (runs.size() == 1 ? "" : "s")
+             << "): " << loss.description;
 
   if (opts.teacher_signals == "cached") {
     for (size_t k = 0; k < runs.size(); ++k) {
       auto& r = runs[k];
-      r.cache = std::make_unique<FeatureCache>(opts.features[k]);
-      r.cache->CheckModel(r.path, r.ck.sha256);
-      r.cache->CheckStore(store_path, store->Fingerprint());
-      if (r.has_logits) r.cache->CheckHead(r.info->dataset, r.info->head);
-      r.cache->RequireLevels(r.levels);
-      bool mem = r.cache->Preload(opts.train_split, r.levels, (int64_t{4} << 30) / static_cast<int64_t>(runs.size()));
-      provenance.AddInputFingerprint(runs.size() == 1 ? std::string("features") : Msg("features", k), opts.features[k],
-                                     Sha256File(opts.features[k]));
-      MLOG(INFO) << opts.features[k] << ": teacher signals " << (mem ? "loaded into memory" : "read from disk")
-                 << " (clean images; the student sees augmented views)";
+      r.cache = stage.OpenCache(runs.size() == 1 ? std::string("features") : Msg("features", k), opts.features[k],
+                                r.path, r.ck.sha256, store_path, store->Fingerprint(), r.levels,
+                                (int64_t{4} << 30) / static_cast<int64_t>(runs.size()),
+                                r.has_logits ? r.info->dataset : std::string(), r.info->head);
     }
+    MLOG(INFO) << "teacher signals of clean images; the student sees augmented views";
   }
   for (auto& t : teachers) {
     t->to(device);
     t->eval();
   }
-  for (auto& t : terms) t->To(device);
+  for (auto& t : loss.terms) t->To(device);
 
-  LoaderOptions lo;
-  lo.augment = opts.augment.Train();
-  lo.seed = opts.loop.seed;
-  lo.drop_last = !opts.loop.keep_last_batch;
-  lo.workers = opts.loop.workers;
-  lo.prefetch = opts.loop.prefetch;
-  Loader loader({LoaderSource{store, store->split(opts.train_split), opts.batch_size}}, lo);
-  store->split(opts.val_split);
-
-  HeadInfo sinfo;
-  sinfo.dataset = store->name();
-  sinfo.class_names = store->class_names();
-  sinfo.mean = store->mean();
-  sinfo.std = store->std();
-  sinfo.height = opts.augment.size > 0 ? opts.augment.size : store->height();
-  sinfo.width = opts.augment.size > 0 ? opts.augment.size : store->width();
-  sinfo.channels = store->channels();
-  sinfo.store_sha256 = store->Fingerprint();
+  Loader loader({LoaderSource{store, store->split(opts.train_split), opts.batch_size}}, opts.TrainLoader());
+  const HeadInfo sinfo = StoreHead(*store, opts.augment.size);
 
   auto per_channel = [&](const std::vector<double>& v, const torch::Tensor& like) {
     return torch::tensor(v, like.options()).view({1, -1, 1, 1});
@@ -172,8 +113,6 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   const int64_t k = store->num_classes();
   const int64_t spe = loader.steps_per_epoch(), total_steps = spe * opts.loop.epochs;
   int64_t step = 0;  // global step (resumed), for the schedules inside terms
-  std::vector<std::string> slev(student_levels.begin(), student_levels.end());
-  TrainTask task;
   task.model = student.get();
   task.aux = aux.get();
   task.step = [&](const Batch& b) {
@@ -204,10 +143,10 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
           s.teachers[t]["logits"] = s.teachers[t]["logits"].narrow(1, r.info->label_offset, k);
       }
     }
-    s.student = student->Forward(b.images, slev, 0);
+    s.student = student->Forward(b.images, loss.student_levels, 0);
     StepOutput out;
     out.loss = torch::zeros({}, b.images.options().dtype(torch::kFloat32));
-    for (auto& t : terms) {
+    for (auto& t : loss.terms) {
       torch::Tensor v = t->Compute(s);
       out.loss = out.loss + v * t->weight();
       out.terms[t->name()] = v.item<double>();
@@ -218,26 +157,18 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     ++step;
     return out;
   };
-  task.after_step = [&]() {
-    for (auto& t : terms) t->AfterStep();
-  };
-  task.save_extra = [&]() {
-    nlohmann::json j{{"step", step}, {"terms", nlohmann::json::array()}};
-    for (auto& t : terms) j["terms"].push_back(t->SaveState());
-    return j;
-  };
+  nlohmann::json term_names = nlohmann::json::array();
+  for (const auto& t : loss.terms) term_names.push_back(t->name());
+  task.save_extra = [&]() { return nlohmann::json{{"step", step}, {"terms", term_names}}; };
   task.load_extra = [&](const nlohmann::json& j) {
-    if (!j.is_object() || !j.contains("step") || !j.contains("terms") || j["terms"].size() != terms.size())
-      throw Error("resume: the saved run has a different loss (terms) than these options");
+    if (!j.is_object() || !j.contains("step") || !j.contains("terms") || j["terms"] != term_names)
+      throw Error(Msg("resume: the saved run has a different loss (terms ",
+                      j.is_object() && j.contains("terms") ? j["terms"].dump() : std::string("unknown"), ") than these "
+                      "options (", term_names.dump(), ")"));
     step = j["step"].get<int64_t>();
-    for (size_t t = 0; t < terms.size(); ++t) terms[t]->LoadState(j["terms"][t]);
   };
-  AugmentConfig eval = opts.augment.Eval();
-  task.validate = [&]() {
-    Predictions p = Predict(student, sinfo, store, store->split(opts.val_split), eval, device, 256, opts.loop.workers);
-    double top1 = ComputeMetrics(p.logits, p.labels, k).top1;
-    return nlohmann::json{{"metric", top1}, {store->name() + "_top1", top1}};
-  };
+  const AugmentConfig eval = opts.augment.Eval();
+  task.validate = [&]() { return stage.ValidateEach(student, {sinfo}, {store}, eval); };
   task.meta = [&]() {
     CheckpointMeta meta;
     meta.kind = "student";
@@ -245,7 +176,18 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     meta.datasets = {sinfo};
     return meta;
   };
-  return Train(task, loader, opts.optim, opts.loop, out, provenance, device);
+  return stage.Run(task, loader);
+}
+
+ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store) {
+  ModelOptions mo = opts.model;
+  if (!opts.like.empty()) {
+    h5::File f = h5::File::Open(opts.like);
+    ModelConfig c = ReadCheckpointMeta(f).model;
+    if (c.arch == "joint") throw UsageError(Msg("--like: ", opts.like, " is a joint teacher; give a stage-1 checkpoint"));
+    mo.arch = c.arch, mo.width = c.width, mo.small_stem = c.small_stem, mo.embed_dim = c.embed_dim;
+  }
+  return mo.ToConfig(store.channels(), {store.num_classes()}, {store.name()});
 }
 
 }  // namespace mlfd

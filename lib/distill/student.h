@@ -3,18 +3,8 @@
 // teacher for the KD and FitNet baselines) whose signals come from a feature cache of clean images
 // or from the teacher run online on the same augmented view.
 //
-// Methods (presets; every weight and level pair can be overridden):
-//   mlfd       KD (T=2, 0.6) + MSE at every fused level and the dense level (0.2 each) + CE (0.2)
-//   mlfd_code  KD (T=2, 0.6) + MSE at the last map (0.2) + CE (0.2), as the official code
-//   kd         KD (T=4, 0.9) + CE (0.1)
-//   fitnet     MSE hint at the middle map level through a 1x1 regressor (1.0) + CE (1.0)
-//   ce         CE only (the student trained alone, with this stage's recipe; no teacher needed)
-// Multi-teacher methods (distill/multi_teacher.h; any number of --teacher):
-//   unic       UNIC: projector ladder, running teacher standardisation, teacher dropping (1.0) + CE (1.0)
-//   amtml      AMTML-KD: instance-weighted integrated soft target (T=5, alpha 0.7), RKD angle,
-//              multi-group hints + CE (1 - alpha)
-//   mtkd       uniform multi-teacher KD: amtml with uniform weights, no RKD, no hints
-//   feed       FEED: parallel non-linear transforms of the last map, beta 500 * L1 of normalised maps + CE
+// The methods (their presets, how many teachers each takes, the builder of its loss terms) are
+// the table of distill/methods.h; every weight and level pair can be overridden.
 #pragma once
 
 #include <boost/program_options.hpp>
@@ -23,55 +13,66 @@
 #include <vector>
 
 #include "distill/losses.h"
-#include "train/teacher.h"
+#include "distill/methods.h"
+#include "train/stage.h"
 #include "train/trainer.h"
 #include "util/provenance.h"
 
 namespace mlfd {
 
-struct StudentOptions {
+class ImageStore;
+
+// UNIC's options (--unic-*).
+struct UnicOptions {
+  std::vector<std::string> stages;  // default: every student map level but the stem
+  int hidden = 768, hidden_last = 0;  // 0 = twice --unic-hidden
+  double drop_p = 0.5, momentum_start = 1.0, momentum_end = 0.001;
+  std::string targets = "both";  // both | vector | map
+  void Register(boost::program_options::options_description& d, const std::string& prefix = "unic-");
+  void Check(const std::string& prefix = "unic-") const;
+};
+
+// AMTML-KD's options (--amtml-*; mtkd: weights uniform, no RKD, no hints).
+struct AmtmlOptions {
+  std::string weights = "instance", pool = "avg", schedule = "joint", hints = "stages";
+  std::vector<double> teacher_weights;
+  double alpha = 0.7, reg = 0.1, w_angle = 1.0, w_dist = 0.0, w_hint = 1.0, lr = 1e-3;
+  bool detach = false;
+  int phase1_epochs = 1;
+  void Register(boost::program_options::options_description& d, const std::string& prefix = "amtml-");
+  void Check(const std::string& prefix = "amtml-") const;
+};
+
+// FEED's options (--feed-*).
+struct FeedOptions {
+  double beta = 500;
+  std::string norm = "flat";  // flat | position
+  void Register(boost::program_options::options_description& d, const std::string& prefix = "feed-");
+  void Check(const std::string& prefix = "feed-") const;
+};
+
+struct StudentOptions : StageOptions {
   ModelOptions model;
   std::string like;  // take arch/width/stem/embed from this checkpoint (e.g. the dataset's teacher)
-  AugmentOptions augment;
-  OptimOptions optim;
-  TrainLoopOptions loop;
-  int64_t batch_size = 128;
-  std::string method = "mlfd";
+  std::string method = "mlfd";  // a row of Methods() (distill/methods.h)
   double temperature = 0;  // 0 = the method's default
   double w_kd = -1, w_ce = -1, w_feat = -1;  // < 0 = the method's default
   std::vector<std::string> pairs;  // "student_level:teacher_level[:weight[:regressor]]" (replace the preset's)
-  double label_smoothing = 0.0;    // of the CE term
   std::string teacher_signals = "online";  // online | cached
   std::vector<std::string> features;       // cached: extract_features output of each teacher on this store
   bool pool_mismatch = false;              // average-pool the larger map on a spatial mismatch
-  std::string train_split = "train";
-  std::string val_split = "val";
   // Multi-teacher methods: per-teacher levels (empty entry = the default: the last map, and the
   // dense vector: "embed" or "pool"; "pool" for the joint teacher) and the student's map level.
   std::vector<std::string> teacher_map_levels, teacher_vector_levels;
   std::string student_level;  // default: the student's last map
-  // UNIC
-  std::vector<std::string> unic_stages;  // default: every student map level but the stem
-  int unic_hidden = 768, unic_hidden_last = 0;  // 0 = twice --unic-hidden
-  double unic_drop_p = 0.5, unic_momentum_start = 1.0, unic_momentum_end = 0.001;
-  std::string unic_targets = "both";  // both | vector | map
-  // AMTML-KD (mtkd: weights uniform, no RKD, no hints)
-  std::string amtml_weights = "instance", amtml_pool = "avg", amtml_schedule = "joint", amtml_hints = "stages";
-  std::vector<double> amtml_teacher_weights;
-  double amtml_alpha = 0.7, amtml_reg = 0.1, amtml_w_angle = 1.0, amtml_w_dist = 0.0, amtml_w_hint = 1.0,
-         amtml_lr = 1e-3;
-  bool amtml_detach = false;
-  int amtml_phase1_epochs = 1;
-  // FEED
-  double feed_beta = 500;
-  std::string feed_norm = "flat";  // flat | position
+  UnicOptions unic;
+  AmtmlOptions amtml;
+  FeedOptions feed;
 
+  StudentOptions() : StageOptions(0.0) {}
   void Register(boost::program_options::options_description& d);
   void Check() const;
 };
-
-std::vector<std::string> MethodNames();
-bool IsMultiTeacherMethod(const std::string& method);
 
 // One feature pair of the loss.
 struct LevelPair {
@@ -87,18 +88,16 @@ struct LevelPair {
   static LevelPair Parse(const std::string& spec, double default_weight);
 };
 
-// The loss terms of a method for this teacher/student pair (options override the preset).
+// The weights and level pairs of a single-teacher method for this teacher/student pair (the
+// method's row of Methods(), overridden by --temperature, --w-kd, --w-ce, --w-feat and --pairs).
 struct ResolvedLoss {
   double temperature = 0, w_kd = 0, w_ce = 0;
   std::vector<LevelPair> pairs;
-  std::vector<std::string> TeacherLevels() const;  // what the teacher has to provide
 };
-ResolvedLoss ResolveLoss(const StudentOptions& opts, Net& teacher, Net& student);
+ResolvedLoss ResolveLoss(const StudentOptions& opts, const MethodSpec& method, Net& teacher, Net& student);
 
-// The loss terms of a multi-teacher method. `teacher_shapes[k]` gives the shape of every level of
-// teacher k (one probe forward), `student_shapes` the student's.
-std::vector<std::unique_ptr<LossTerm>> MultiTeacherTerms(const StudentOptions& opts, std::vector<Net>& teachers,
-                                                         Net& student);
+// The student's architecture: --arch etc., or --like's, for `store`'s channels and classes.
+ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store);
 
 // `teachers`: one for mlfd, mlfd_code, kd and fitnet; none or one for ce; any number for the
 // multi-teacher methods.

@@ -1,5 +1,8 @@
-// distill_student's options: registration, Check(), the method names, --pairs entries.
+// distill_student's options (the stage's and each method's nested struct): registration, Check(),
+// --pairs entries.
 #include "distill/student.h"
+
+#include "distill/methods.h"
 
 #include <torch/torch.h>
 
@@ -12,13 +15,6 @@
 namespace mlfd {
 
 namespace po = boost::program_options;
-
-std::vector<std::string> MethodNames() {
-  return {"mlfd", "mlfd_code", "kd", "fitnet", "ce", "unic", "amtml", "mtkd", "feed"};
-}
-bool IsMultiTeacherMethod(const std::string& m) {
-  return m == "unic" || m == "amtml" || m == "mtkd" || m == "feed";
-}
 
 namespace {
 // Comma-separated, empty entries kept ("a,,c" -> a, "", c); "" -> none.
@@ -47,17 +43,105 @@ std::vector<double> SplitDoubles(const std::string& s, const std::string& option
 }
 }  // namespace
 
+void UnicOptions::Register(po::options_description& d, const std::string& p) {
+  po::options_description u("UNIC (--method unic)");
+  u.add_options()((p + "stages").c_str(),
+                  po::value<std::string>()->default_value("")->notifier(
+                      [this](const std::string& s) { stages = SplitCsv(s); }),
+                  "student map levels of the projector ladder (default: every map level but the stem)")(
+      (p + "hidden").c_str(), po::value(&hidden)->default_value(hidden), "projector hidden width")(
+      (p + "hidden-last").c_str(), po::value(&hidden_last)->default_value(hidden_last),
+      "hidden width of the last stage's projectors (0 = twice the hidden width)")(
+      (p + "drop-p").c_str(), po::value(&drop_p)->default_value(drop_p),
+      "teacher dropping: probability of dropping a teacher other than the worst-fitted (0 = uniform)")(
+      (p + "momentum-start").c_str(), po::value(&momentum_start)->default_value(momentum_start),
+      "standardisation momentum at the start (cosine schedule)")(
+      (p + "momentum-end").c_str(), po::value(&momentum_end)->default_value(momentum_end),
+      "standardisation momentum at the end")(
+      (p + "targets").c_str(), po::value(&targets)->default_value(targets), "both | vector | map");
+  d.add(u);
+}
+
+void UnicOptions::Check(const std::string& p) const {
+  OptionChecker c(p);
+  c.Require(hidden >= 1 && hidden_last >= 0, "hidden", "must be >= 1 (last: >= 0)");
+  c.Require(drop_p >= 0 && drop_p < 1, "drop-p", "must be in [0, 1)");
+  c.Require(momentum_start > 0 && momentum_start <= 1 && momentum_end > 0 && momentum_end <= 1, "momentum-start",
+            "momenta must be in (0, 1]");
+  c.Require(targets == "both" || targets == "vector" || targets == "map", "targets", "must be both, vector or map");
+  c.Throw();
+}
+
+void AmtmlOptions::Register(po::options_description& d, const std::string& p) {
+  po::options_description a("AMTML-KD (--method amtml; mtkd = uniform weights, no RKD, no hints)");
+  a.add_options()((p + "weights").c_str(), po::value(&weights)->default_value(weights),
+                  "instance (per image, learned) | teacher (per teacher: learned, or fixed by "
+                  "the teacher weights below) | uniform")(
+      (p + "teacher-weights").c_str(),
+      po::value<std::string>()->default_value("")->notifier(
+          [this, p](const std::string& s) { teacher_weights = SplitDoubles(s, p + "teacher-weights"); }),
+      "teacher mode: fixed weights, in --teacher order (normalised to sum 1)")(
+      (p + "pool").c_str(), po::value(&pool)->default_value(pool), "pooling of the student map: avg | max")(
+      (p + "reg").c_str(), po::value(&reg)->default_value(reg), "regulariser of the weighting parameters")(
+      (p + "detach").c_str(), po::value(&detach)->default_value(detach)->implicit_value(true),
+      "no gradient from the weighting into the student")(
+      (p + "alpha").c_str(), po::value(&alpha)->default_value(alpha),
+      "weight of the KL term (CE gets 1 - alpha unless --w-ce)")(
+      (p + "w-angle").c_str(), po::value(&w_angle)->default_value(w_angle), "RKD angle weight")(
+      (p + "w-dist").c_str(), po::value(&w_dist)->default_value(w_dist), "RKD distance weight")(
+      (p + "hints").c_str(), po::value(&hints)->default_value(hints),
+      "stages (teacher k -> the k-th of the student's last stages) | same (every teacher's map -> the "
+      "student's last map) | none | list k:teacher_level:student_level,...")(
+      (p + "w-hint").c_str(), po::value(&w_hint)->default_value(w_hint), "weight of each hint")(
+      (p + "schedule").c_str(), po::value(&schedule)->default_value(schedule),
+      "joint (weighting trained throughout) | two_phase (trained in the first phase-1 epochs, then frozen)")(
+      (p + "phase1-epochs").c_str(), po::value(&phase1_epochs)->default_value(phase1_epochs),
+      "two_phase: epochs of the adapter phase")(
+      (p + "lr").c_str(), po::value(&lr)->default_value(lr),
+      "learning rate of the weighting's own Adam (stepped, clipped and resumed by the trainer)");
+  d.add(a);
+}
+
+void AmtmlOptions::Check(const std::string& p) const {
+  OptionChecker c(p);
+  c.Require(weights == "instance" || weights == "teacher" || weights == "uniform", "weights",
+            "must be instance, teacher or uniform");
+  c.Require(teacher_weights.empty() || weights == "teacher", "teacher-weights", "only with --" + p + "weights teacher");
+  c.Require(pool == "avg" || pool == "max", "pool", "must be avg or max");
+  c.Require(schedule == "joint" || schedule == "two_phase", "schedule", "must be joint or two_phase");
+  c.Require(alpha >= 0 && alpha <= 1, "alpha", "must be in [0, 1]");
+  c.Require(reg >= 0 && w_angle >= 0 && w_dist >= 0 && w_hint >= 0, "reg", "weights must be >= 0");
+  c.Require(lr > 0, "lr", "must be > 0");
+  c.Require(phase1_epochs >= 1, "phase1-epochs", "must be >= 1");
+  c.Throw();
+}
+
+void FeedOptions::Register(po::options_description& d, const std::string& p) {
+  po::options_description f("FEED (--method feed)");
+  f.add_options()((p + "beta").c_str(), po::value(&beta)->default_value(beta), "weight of the feature term")(
+      (p + "norm").c_str(), po::value(&norm)->default_value(norm),
+      "flat (L2 over each flattened map) | position (L2 along channels at each position)");
+  d.add(f);
+}
+
+void FeedOptions::Check(const std::string& p) const {
+  OptionChecker c(p);
+  c.Require(beta >= 0, "beta", "must be >= 0");
+  c.Require(norm == "flat" || norm == "position", "norm", "must be flat or position");
+  c.Throw();
+}
+
 void StudentOptions::Register(po::options_description& d) {
   model.Register(d);
-  augment.Register(d);
-  optim.Register(d);
-  loop.Register(d);
+  StageOptions::Register(d, "images per step", "label smoothing of the CE term");
+  std::string methods;
+  for (const auto& m : Methods())
+    methods += Msg(methods.empty() ? "" : "; ", m.name, " (", m.multi_teacher() ? "any number of teachers" :
+                   m.min_teachers == 0 ? "no or one teacher" : "one teacher", "): ", m.summary);
   d.add_options()("like", po::value(&like)->default_value(like),
                   "take the student's architecture (arch, width, stem, embed) from this checkpoint, e.g. the "
                   "dataset's stage-1 teacher")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "images per step")(
-      "method", po::value(&method)->default_value(method),
-      "mlfd | mlfd_code | kd | fitnet | ce (one teacher); unic | amtml | mtkd | feed (any number of teachers)")(
+      "method", po::value(&method)->default_value(method), methods.c_str())(
       "temperature", po::value(&temperature)->default_value(temperature), "KD temperature T (0 = the method's)")(
       "w-kd", po::value(&w_kd)->default_value(w_kd), "weight of the soft-target term (< 0 = the method's)")(
       "w-ce", po::value(&w_ce)->default_value(w_ce), "weight of the label term (< 0 = the method's)")(
@@ -66,7 +150,6 @@ void StudentOptions::Register(po::options_description& d) {
       po::value<std::string>()->default_value("")->notifier([this](const std::string& s) { pairs = SplitCsv(s); }),
       "level pairs replacing the method's: student:teacher[:weight[:auto|conv|none]],... (e.g. "
       "layer4:fused:0.2,embed:pool:0.2)")(
-      "label-smoothing", po::value(&label_smoothing)->default_value(label_smoothing), "label smoothing of the CE term")(
       "teacher-signals", po::value(&teacher_signals)->default_value(teacher_signals),
       "online (teacher runs on the student's augmented view) | cached (clean-image signals from --features)")(
       "features",
@@ -74,8 +157,6 @@ void StudentOptions::Register(po::options_description& d) {
       "cached: each teacher's feature cache of this store, comma-separated in --teacher order")(
       "pool-mismatch", po::value(&pool_mismatch)->default_value(pool_mismatch)->implicit_value(true),
       "average-pool the larger map when a level pair's spatial sizes differ")(
-      "train-split", po::value(&train_split)->default_value(train_split), "split to train on")(
-      "val-split", po::value(&val_split)->default_value(val_split), "split that selects the best epoch")(
       "teacher-map-levels",
       po::value<std::string>()->default_value("")->notifier(
           [this](const std::string& s) { teacher_map_levels = SplitKeepEmpty(s); }),
@@ -86,97 +167,30 @@ void StudentOptions::Register(po::options_description& d) {
       "unic: each teacher's pooled-vector level (empty entry = embed or pool; pool for a joint teacher)")(
       "student-level", po::value(&student_level)->default_value(student_level),
       "unic/amtml/feed: the student's map level (default: its last map)");
-  po::options_description u("UNIC (--method unic)");
-  u.add_options()("unic-stages",
-                  po::value<std::string>()->default_value("")->notifier(
-                      [this](const std::string& s) { unic_stages = SplitCsv(s); }),
-                  "student map levels of the projector ladder (default: every map level but the stem)")(
-      "unic-hidden", po::value(&unic_hidden)->default_value(unic_hidden), "projector hidden width")(
-      "unic-hidden-last", po::value(&unic_hidden_last)->default_value(unic_hidden_last),
-      "hidden width of the last stage's projectors (0 = twice --unic-hidden)")(
-      "unic-drop-p", po::value(&unic_drop_p)->default_value(unic_drop_p),
-      "teacher dropping: probability of dropping a teacher other than the worst-fitted (0 = uniform)")(
-      "unic-momentum-start", po::value(&unic_momentum_start)->default_value(unic_momentum_start),
-      "standardisation momentum at the start (cosine schedule)")(
-      "unic-momentum-end", po::value(&unic_momentum_end)->default_value(unic_momentum_end),
-      "standardisation momentum at the end")(
-      "unic-targets", po::value(&unic_targets)->default_value(unic_targets), "both | vector | map");
-  d.add(u);
-  po::options_description a("AMTML-KD (--method amtml; mtkd = uniform weights, no RKD, no hints)");
-  a.add_options()("amtml-weights", po::value(&amtml_weights)->default_value(amtml_weights),
-                  "instance (per image, learned) | teacher (per teacher: learned, or fixed by "
-                  "--amtml-teacher-weights) | uniform")(
-      "amtml-teacher-weights",
-      po::value<std::string>()->default_value("")->notifier(
-          [this](const std::string& s) { amtml_teacher_weights = SplitDoubles(s, "amtml-teacher-weights"); }),
-      "teacher mode: fixed weights, in --teacher order (normalised to sum 1)")(
-      "amtml-pool", po::value(&amtml_pool)->default_value(amtml_pool), "pooling of the student map: avg | max")(
-      "amtml-reg", po::value(&amtml_reg)->default_value(amtml_reg), "regulariser of the weighting parameters")(
-      "amtml-detach", po::value(&amtml_detach)->default_value(amtml_detach)->implicit_value(true),
-      "no gradient from the weighting into the student")(
-      "amtml-alpha", po::value(&amtml_alpha)->default_value(amtml_alpha),
-      "weight of the KL term (CE gets 1 - alpha unless --w-ce)")(
-      "amtml-w-angle", po::value(&amtml_w_angle)->default_value(amtml_w_angle), "RKD angle weight")(
-      "amtml-w-dist", po::value(&amtml_w_dist)->default_value(amtml_w_dist), "RKD distance weight")(
-      "amtml-hints", po::value(&amtml_hints)->default_value(amtml_hints),
-      "stages (teacher k -> the k-th of the student's last stages) | same (every teacher's map -> the "
-      "student's last map) | none | list k:teacher_level:student_level,...")(
-      "amtml-w-hint", po::value(&amtml_w_hint)->default_value(amtml_w_hint), "weight of each hint")(
-      "amtml-schedule", po::value(&amtml_schedule)->default_value(amtml_schedule),
-      "joint (weighting trained throughout) | two_phase (trained in the first --amtml-phase1-epochs, then frozen)")(
-      "amtml-phase1-epochs", po::value(&amtml_phase1_epochs)->default_value(amtml_phase1_epochs),
-      "two_phase: epochs of the adapter phase")(
-      "amtml-lr", po::value(&amtml_lr)->default_value(amtml_lr), "learning rate of the weighting's own Adam");
-  d.add(a);
-  po::options_description f("FEED (--method feed)");
-  f.add_options()("feed-beta", po::value(&feed_beta)->default_value(feed_beta), "weight of the feature term")(
-      "feed-norm", po::value(&feed_norm)->default_value(feed_norm),
-      "flat (L2 over each flattened map) | position (L2 along channels at each position)");
-  d.add(f);
+  unic.Register(d);
+  amtml.Register(d);
+  feed.Register(d);
 }
 
 void StudentOptions::Check() const {
   OptionChecker c;
-  auto m = MethodNames();
-  c.Require(std::find(m.begin(), m.end(), method) != m.end(), "method",
-            "unknown method '" + method + "' (valid: mlfd, mlfd_code, kd, fitnet, ce, unic, amtml, mtkd, feed)");
-  c.Require(batch_size >= 1, "batch-size", "must be >= 1");
+  c.Require(LookupMethod(method) != nullptr, "method",
+            "unknown method '" + method + "' (valid: " + JoinNames(MethodNames()) + ")");
   c.Require(temperature >= 0, "temperature", "must be >= 0");
-  c.Require(label_smoothing >= 0 && label_smoothing < 1, "label-smoothing", "must be in [0, 1)");
   c.Require(teacher_signals == "online" || teacher_signals == "cached", "teacher-signals", "must be online or cached");
   c.Require(teacher_signals == "online" || !features.empty(), "features", "--teacher-signals cached needs --features");
-  c.Require(unic_hidden >= 1 && unic_hidden_last >= 0, "unic-hidden", "must be >= 1 (last: >= 0)");
-  c.Require(unic_drop_p >= 0 && unic_drop_p < 1, "unic-drop-p", "must be in [0, 1)");
-  c.Require(unic_momentum_start > 0 && unic_momentum_start <= 1 && unic_momentum_end > 0 && unic_momentum_end <= 1,
-            "unic-momentum-start", "momenta must be in (0, 1]");
-  c.Require(unic_targets == "both" || unic_targets == "vector" || unic_targets == "map", "unic-targets",
-            "must be both, vector or map");
-  c.Require(amtml_weights == "instance" || amtml_weights == "teacher" || amtml_weights == "uniform", "amtml-weights",
-            "must be instance, teacher or uniform");
-  c.Require(amtml_teacher_weights.empty() || amtml_weights == "teacher", "amtml-teacher-weights",
-            "only with --amtml-weights teacher");
-  c.Require(amtml_pool == "avg" || amtml_pool == "max", "amtml-pool", "must be avg or max");
-  c.Require(amtml_schedule == "joint" || amtml_schedule == "two_phase", "amtml-schedule", "must be joint or two_phase");
-  c.Require(amtml_alpha >= 0 && amtml_alpha <= 1, "amtml-alpha", "must be in [0, 1]");
-  c.Require(amtml_reg >= 0 && amtml_w_angle >= 0 && amtml_w_dist >= 0 && amtml_w_hint >= 0, "amtml-reg",
-            "weights must be >= 0");
-  c.Require(amtml_lr > 0, "amtml-lr", "must be > 0");
-  c.Require(amtml_phase1_epochs >= 1, "amtml-phase1-epochs", "must be >= 1");
-  c.Require(feed_beta >= 0, "feed-beta", "must be >= 0");
-  c.Require(feed_norm == "flat" || feed_norm == "position", "feed-norm", "must be flat or position");
   c.Require(teacher_signals == "cached" || features.empty(), "features", "only with --teacher-signals cached");
   for (const auto& p : pairs) {
     std::string why;
     LevelPair parsed;
     c.Require(LevelPair::TryParse(p, 1.0, &parsed, &why), "pairs", why);
   }
-  c.Require(train_split != val_split, "val-split", "must differ from --train-split");
-  c.Require(val_split != "test", "val-split", "model selection never looks at the test split");
   c.Throw();
+  StageOptions::Check();
   model.Check();
-  augment.Check();
-  optim.Check();
-  loop.Check();
+  unic.Check();
+  amtml.Check();
+  feed.Check();
 }
 
 bool LevelPair::TryParse(const std::string& spec, double default_weight, LevelPair* out, std::string* why) {

@@ -149,6 +149,16 @@ void SaveCheckpoint(const std::string& path, torch::nn::Module& net, const Check
     f.Write("train_state/optimizer", h5::DType::kUInt8, {static_cast<int64_t>(o.size())}, o.data());
     const auto& r = state->torch_rng_state;
     f.Write("train_state/torch_rng", h5::DType::kUInt8, {static_cast<int64_t>(r.size())}, r.data());
+    for (size_t i = 0; i < state->cuda_rng_states.size(); ++i) {
+      const auto& c = state->cuda_rng_states[i];
+      f.Write(Msg("train_state/cuda_rng/", i), h5::DType::kUInt8, {static_cast<int64_t>(c.size())}, c.data());
+    }
+    for (const auto& [name, archive] : state->group_optimizers)
+      f.Write("train_state/optimizer_" + name, h5::DType::kUInt8, {static_cast<int64_t>(archive.size())},
+              archive.data());
+    f.SetAttr("train_state", "cuda_devices", static_cast<int64_t>(state->cuda_rng_states.size()));
+    f.SetAttr("train_state", "loss_scale", state->loss_scale);
+    f.SetAttr("train_state", "loss_scale_good_steps", state->loss_scale_good_steps);
     f.SetAttr("train_state", "global_step", state->global_step);
     f.SetAttr("train_state", "best_metric", state->best_metric);
     f.SetAttr("train_state", "best_epoch", state->best_epoch);

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct CheckpointMeta {
 struct TrainState {
   std::string optimizer_archive;  // torch::optim state, serialised by LibTorch's archive
   std::string torch_rng_state;    // CPU generator state bytes
+  std::vector<std::string> cuda_rng_states;  // per CUDA device (none on CPU-only machines)
+  std::map<std::string, std::string> group_optimizers;  // ParamGroup name -> its optimiser archive
+  double loss_scale = 0;          // fp16 loss scaler (0 = not recorded)
+  int64_t loss_scale_good_steps = 0;
   int64_t global_step = 0;
   double best_metric = -1.0;
   int64_t best_epoch = -1;

@@ -8,16 +8,11 @@
 #include <set>
 
 #include "data/image_store.h"
-#include "data/loader.h"
-#include "io/feature_cache.h"
-#include "eval/metrics.h"
 #include "io/h5.h"
 #include "models/joint.h"
 #include "util/options.h"
-#include "models/device.h"
 #include "util/error.h"
 #include "util/log.h"
-#include "util/sha256.h"
 
 namespace mlfd {
 
@@ -183,11 +178,8 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
 }
 
 void FinetuneJointOptions::Register(po::options_description& d) {
-  augment.Register(d);
-  optim.Register(d);
-  loop.Register(d);
-  d.add_options()("batch-size", po::value(&batch_size)->default_value(batch_size), "images per step")(
-      "label-smoothing", po::value(&label_smoothing)->default_value(label_smoothing), "label smoothing")(
+  StageOptions::Register(d, "images per step", "label smoothing");
+  d.add_options()(
       "sampling", po::value(&sampling)->default_value(sampling),
       "proportional (batches mix datasets by size) | equal (same share per dataset) | per_dataset (a full "
       "batch of every dataset each step)")(
@@ -199,15 +191,11 @@ void FinetuneJointOptions::Register(po::options_description& d) {
       "unfreeze-last-stage", po::value(&unfreeze_last_stage)->default_value(unfreeze_last_stage)->implicit_value(true),
       "also train each teacher's fusion-level stage (embeds the teachers in the output)")(
       "unfreeze-lr-scale", po::value(&unfreeze_lr_scale)->default_value(unfreeze_lr_scale),
-      "learning rate of the unfrozen stage relative to --lr")(
-      "train-split", po::value(&train_split)->default_value(train_split), "split to train on")(
-      "val-split", po::value(&val_split)->default_value(val_split), "split that selects the best epoch");
+      "learning rate of the unfrozen stage relative to --lr");
 }
 
 void FinetuneJointOptions::Check() const {
   OptionChecker c;
-  c.Require(batch_size >= 1, "batch-size", "must be >= 1");
-  c.Require(label_smoothing >= 0 && label_smoothing < 1, "label-smoothing", "must be in [0, 1)");
   c.Require(sampling == "proportional" || sampling == "equal" || sampling == "per_dataset", "sampling",
             "must be proportional, equal or per_dataset");
   c.Require(teacher_maps == "online" || teacher_maps == "cached", "teacher-maps", "must be online or cached");
@@ -216,21 +204,15 @@ void FinetuneJointOptions::Check() const {
   c.Require(!(unfreeze_last_stage && teacher_maps == "cached"), "unfreeze-last-stage",
             "cached maps cannot follow an unfrozen stage; use --teacher-maps online");
   c.Require(unfreeze_lr_scale > 0, "unfreeze-lr-scale", "must be > 0");
-  c.Require(train_split != val_split, "val-split", "must differ from --train-split");
-  c.Require(val_split != "test", "val-split", "model selection never looks at the test split");
   c.Throw();
-  augment.Check();
-  optim.Check();
-  loop.Check();
+  StageOptions::Check();
 }
 
 TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::string>& store_paths,
                           const std::string& out, const FinetuneJointOptions& opts, Provenance provenance) {
-  torch::Device device = ParseDevice(opts.loop.device);
-  RunFiles(out).CheckWritable(opts.loop.resume);
-  LoadedCheckpoint init = LoadCheckpoint(init_path);
+  Stage stage(opts, out, std::move(provenance));
+  LoadedCheckpoint init = stage.LoadInput("joint", init_path);
   if (init.meta.kind != "joint") throw Error(Msg(init_path, ": a '", init.meta.kind, "' checkpoint, not a joint teacher"));
-  provenance.AddInputFingerprint("joint", init_path, init.sha256);
   Net net = init.net;
   std::set<std::string> unfrozen;
   if (opts.unfreeze_last_stage) {
@@ -244,32 +226,19 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
   if (!opts.features.empty() && static_cast<int>(opts.features.size()) != m)
     throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", m, " stores (one per store, same order)"));
   const int64_t size = joint.spec().input_size;
-  std::vector<std::shared_ptr<const ImageStore>> stores;
+  const auto stores = stage.OpenStores(store_paths, true);
   std::vector<HeadInfo> infos;
   std::vector<std::unique_ptr<FeatureCache>> caches;
   for (int d = 0; d < m; ++d) {
     const auto& path = store_paths[static_cast<size_t>(d)];
-    stores.push_back(std::make_shared<ImageStore>(ImageStore::Open(path)));
-    const auto& s = *stores.back();
-    provenance.AddInputFingerprint(Msg("store", d), path, s.Fingerprint());
+    const auto& s = *stores[static_cast<size_t>(d)];
     infos.push_back(init.meta.Dataset(s.name(), init_path));
     if (s.class_names() != infos.back().class_names)
       throw Error(Msg(path, ": its classes differ from those of ", init_path, "'s head for '", s.name(), "'"));
-    for (int e = 0; e < d; ++e)
-      if (stores[static_cast<size_t>(e)]->name() == s.name()) throw Error(Msg(path, ": dataset '", s.name(), "' given twice"));
-    s.split(opts.train_split);
-    s.split(opts.val_split);
-    if (opts.teacher_maps == "cached") {
-      const auto& fp = opts.features[static_cast<size_t>(d)];
-      caches.push_back(std::make_unique<FeatureCache>(fp));
-      caches.back()->CheckModel(init_path, init.sha256);
-      caches.back()->CheckStore(path, s.Fingerprint());
-      auto levels = joint.TeacherInputLevels(infos.back().head);
-      caches.back()->RequireLevels(levels);
-      bool mem = caches.back()->Preload(opts.train_split, levels, int64_t{4} << 30);
-      provenance.AddInputFingerprint(Msg("features", d), fp, Sha256File(fp));
-      MLOG(INFO) << fp << ": teacher maps of " << s.name() << (mem ? " loaded into memory" : " read from disk");
-    }
+    if (opts.teacher_maps == "cached")
+      caches.push_back(stage.OpenCache(Msg("features", d), opts.features[static_cast<size_t>(d)], init_path, init.sha256,
+                                       path, s.Fingerprint(), joint.TeacherInputLevels(infos.back().head),
+                                       int64_t{4} << 30));
   }
   // Batch composition.
   std::vector<LoaderSource> sources;
@@ -285,17 +254,12 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     sources.push_back({s, s->split(opts.train_split), b, zeros, ones});
     MLOG(INFO) << s->name() << ": " << n << " training images, " << b << " per step";
   }
-  LoaderOptions lo;
-  lo.augment = opts.augment.Train();
+  LoaderOptions lo = opts.TrainLoader();
   lo.augment.out_size = stores[0]->height() == size ? 0 : static_cast<int>(size);
   for (const auto& s : stores)
     if ((s->height() == size) != (stores[0]->height() == size))
       throw Error("the stores have different image sizes; resize them to the joint teacher's with prepare_data");
   lo.train_augment = opts.teacher_maps == "online";  // cached maps are of clean images
-  lo.seed = opts.loop.seed;
-  lo.drop_last = !opts.loop.keep_last_batch;
-  lo.workers = opts.loop.workers;
-  lo.prefetch = opts.loop.prefetch;
   Loader loader(sources, lo);
 
   // The first-class number: each dataset's own teacher on the validation split.
@@ -307,17 +271,13 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     if (own < 0) continue;
     Net t = joint.teacher(own);
     const auto& s = stores[static_cast<size_t>(d)];
-    Predictions p = Predict(t, joint.spec().teachers[static_cast<size_t>(own)].datasets[0], s, s->split(opts.val_split),
-                            eval, device, 256, opts.loop.workers);
-    teacher_val[static_cast<size_t>(d)] = ComputeMetrics(p.logits, p.labels, s->num_classes()).top1;
+    teacher_val[static_cast<size_t>(d)] =
+        stage.Validate(t, joint.spec().teachers[static_cast<size_t>(own)].datasets[0], s, eval).top1;
     MLOG(INFO) << s->name() << ": its own teacher's " << opts.val_split << " top-1 is "
                << teacher_val[static_cast<size_t>(d)] << " (T* has to beat this for the student to gain)";
   }
 
-  auto ce = [&](const torch::Tensor& z, const torch::Tensor& y) {
-    return torch::nn::functional::cross_entropy(
-        z.to(torch::kFloat32), y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(opts.label_smoothing));
-  };
+  const torch::Device device = stage.device();
   TrainTask task;
   task.model = net.get();
   if (!unfrozen.empty())
@@ -340,31 +300,21 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
       } else {
         z = net->forward(b.images.index_select(0, idx), head);
       }
-      torch::Tensor y = b.labels.index_select(0, idx);
-      torch::Tensor l = ce(z, y);
-      out.loss = out.loss + l * (static_cast<double>(idx.numel()) / n);
-      out.terms["ce_" + stores[static_cast<size_t>(d)]->name()] = l.item<double>();
-      out.correct += z.argmax(1).eq(y).sum().item<int64_t>();
+      AddDatasetCrossEntropy(&out, z, b.labels.index_select(0, idx), static_cast<double>(idx.numel()) / n,
+                             opts.label_smoothing, stores[static_cast<size_t>(d)]->name());
     }
     out.count = b.images.size(0);
     return out;
   };
   task.validate = [&]() {
-    nlohmann::json v;
-    double sum = 0;
-    for (int d = 0; d < m; ++d) {
-      const auto& s = stores[static_cast<size_t>(d)];
-      Predictions p = Predict(net, infos[static_cast<size_t>(d)], s, s->split(opts.val_split), eval, device, 256,
-                              opts.loop.workers);
-      double top1 = ComputeMetrics(p.logits, p.labels, s->num_classes()).top1;
-      v[s->name() + "_top1"] = top1;
-      if (teacher_val[static_cast<size_t>(d)] >= 0) {
-        v[s->name() + "_teacher_top1"] = teacher_val[static_cast<size_t>(d)];
-        v[s->name() + "_gain_over_teacher"] = top1 - teacher_val[static_cast<size_t>(d)];
-      }
-      sum += top1;
+    nlohmann::json v = stage.ValidateEach(net, infos, stores, eval);
+    for (int d = 0; d < m; ++d) {  // the student can only gain where T* beats the dataset's teacher
+      const double t = teacher_val[static_cast<size_t>(d)];
+      if (t < 0) continue;
+      const std::string name = stores[static_cast<size_t>(d)]->name();
+      v[name + "_teacher_top1"] = t;
+      v[name + "_gain_over_teacher"] = v[name + "_top1"].get<double>() - t;
     }
-    v["metric"] = sum / m;
     return v;
   };
   task.meta = [&]() {
@@ -374,7 +324,7 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     meta.datasets = init.meta.datasets;
     return meta;
   };
-  TrainResult r = Train(task, loader, opts.optim, opts.loop, out, provenance, device);
+  TrainResult r = stage.Run(task, loader);
   for (const auto& rec : r.history)
     if (rec.value("epoch", -1) == r.best_epoch)
       for (const auto& s : stores)

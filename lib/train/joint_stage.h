@@ -35,12 +35,7 @@ struct BuildJointOptions {
 nlohmann::json BuildJoint(const std::vector<std::string>& teachers, const std::string& out,
                           const BuildJointOptions& opts, Provenance provenance);
 
-struct FinetuneJointOptions {
-  AugmentOptions augment;
-  OptimOptions optim;
-  TrainLoopOptions loop;
-  int64_t batch_size = 128;
-  double label_smoothing = 0.1;
+struct FinetuneJointOptions : StageOptions {
   // proportional: each batch mixes datasets in proportion to their sizes (one pass over the union
   // per epoch); equal: the same number of samples of each dataset per batch; per_dataset: every
   // step has a full batch of every dataset.
@@ -49,8 +44,8 @@ struct FinetuneJointOptions {
   std::vector<std::string> features;    // cached: one feature cache per store, same order
   bool unfreeze_last_stage = false;
   double unfreeze_lr_scale = 0.1;       // learning rate of the unfrozen stage, relative
-  std::string train_split = "train";
-  std::string val_split = "val";
+
+  FinetuneJointOptions() : StageOptions(0.1) {}
 
   void Register(boost::program_options::options_description& d);
   void Check() const;

@@ -199,6 +199,39 @@ void SetTorchRngState(const std::string& bytes) {
   gen.set_state(s);
 }
 
+std::vector<std::string> CudaRngStates() {
+  std::vector<std::string> out;
+  if (!torch::cuda::is_available()) return out;
+  for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i) {
+    at::Generator gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    torch::Tensor s = gen.get_state();
+    out.emplace_back(reinterpret_cast<const char*>(s.data_ptr<uint8_t>()), static_cast<size_t>(s.numel()));
+  }
+  return out;
+}
+
+size_t SetCudaRngStates(const std::vector<std::string>& states) {
+  const size_t n = torch::cuda::is_available() ? static_cast<size_t>(torch::cuda::device_count()) : 0;
+  const size_t m = std::min(n, states.size());
+  for (size_t i = 0; i < m; ++i) {
+    const std::string& bytes = states[i];
+    torch::Tensor s = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+    std::memcpy(s.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+    at::Generator gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s);
+  }
+  return m;
+}
+
+void LossScaler::Restore(double scale, int good_steps) {
+  if (!std::isfinite(scale) || scale <= 0 || good_steps < 0)
+    throw Error(Msg("resume: invalid saved loss-scaler state (scale ", scale, ", good steps ", good_steps, ")"));
+  scale_ = scale;
+  good_steps_ = good_steps;
+}
+
 bool LossScaler::UnscaleAndCheck(const std::vector<torch::Tensor>& params) {
   torch::NoGradGuard no_grad;
   bool finite = true;

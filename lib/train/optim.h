@@ -59,6 +59,11 @@ void DeserializeOptimizer(torch::optim::Optimizer& opt, const std::string& bytes
 // CPU generator state <-> bytes.
 std::string TorchRngState();
 void SetTorchRngState(const std::string& bytes);
+// The state of every CUDA device's default generator (none without CUDA), and its restore onto
+// the devices present now (returns how many were restored: fewer than saved or present means the
+// continuation is not exact).
+std::vector<std::string> CudaRngStates();
+size_t SetCudaRngStates(const std::vector<std::string>& states);
 
 // Dynamic loss scaling for float16 training (what PyTorch's GradScaler does): scale the loss,
 // unscale the gradients, skip the step and halve the scale when they are not finite, double it
@@ -71,6 +76,9 @@ class LossScaler {
   // Unscales the gradients in place; returns false (and lowers the scale) if any is not finite.
   bool UnscaleAndCheck(const std::vector<torch::Tensor>& params);
   double scale() const { return scale_; }
+  int good_steps() const { return good_steps_; }
+  // Restores a saved state (for --resume); Error when it is not a valid one.
+  void Restore(double scale, int good_steps);
 
  private:
   double scale_;

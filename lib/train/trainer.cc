@@ -4,7 +4,10 @@
 #include <ATen/autocast_mode.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <set>
 #include <sstream>
 
 #include "io/h5.h"
@@ -158,9 +161,25 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     for (const auto& p : model.named_parameters(true)) params.emplace_back(p.key(), p.value());
   if (task.aux)
     for (const auto& p : task.aux->named_parameters(true)) params.emplace_back("aux." + p.key(), p.value());
-  std::vector<torch::Tensor> param_tensors;
+  // Parameter groups with their own optimiser stay out of the main one.
+  std::set<const void*> grouped;
+  std::set<std::string> group_names;
+  for (const auto& g : task.param_groups) {
+    if (g.name.empty() || !group_names.insert(g.name).second)
+      throw Error(Msg("parameter group '", g.name, "': names must be unique and non-empty"));
+    for (const auto& t : g.params) grouped.insert(t.unsafeGetTensorImpl());
+  }
+  params.erase(std::remove_if(params.begin(), params.end(),
+                              [&](const auto& p) { return grouped.count(p.second.unsafeGetTensorImpl()) > 0; }),
+               params.end());
+  std::vector<torch::Tensor> param_tensors;  // every trainable tensor: zeroed, unscaled and clipped together
   for (const auto& [n, t] : params)
     if (t.requires_grad()) param_tensors.push_back(t);
+  std::vector<std::unique_ptr<torch::optim::Adam>> group_optimizers;
+  for (const auto& g : task.param_groups) {
+    for (const auto& t : g.params) param_tensors.push_back(t);
+    group_optimizers.push_back(std::make_unique<torch::optim::Adam>(g.params, torch::optim::AdamOptions(g.lr)));
+  }
   std::vector<double> group_scales;
   auto optimizer = MakeOptimizer(optim, params, task.lr_scale, &group_scales);
   LossScaler scaler;
@@ -202,8 +221,31 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     if (task.load_extra) task.load_extra(f.GetJsonAttr("train_state", "extra"));
     auto o = f.ReadVector<uint8_t>("train_state/optimizer");
     DeserializeOptimizer(*optimizer, std::string(o.begin(), o.end()));
+    for (size_t g = 0; g < task.param_groups.size(); ++g) {
+      const std::string key = "train_state/optimizer_" + task.param_groups[g].name;
+      if (!f.Exists(key))
+        throw Error(Msg(files.last, ": has no optimiser state for parameter group '", task.param_groups[g].name,
+                        "' (the run had another loss); start afresh without --resume"));
+      auto go = f.ReadVector<uint8_t>(key);
+      DeserializeOptimizer(*group_optimizers[g], std::string(go.begin(), go.end()));
+    }
     auto r = f.ReadVector<uint8_t>("train_state/torch_rng");
     SetTorchRngState(std::string(r.begin(), r.end()));
+    if (f.HasAttr("train_state", "cuda_devices")) {
+      std::vector<std::string> cuda(static_cast<size_t>(f.GetIntAttr("train_state", "cuda_devices")));
+      for (size_t i = 0; i < cuda.size(); ++i) {
+        auto c = f.ReadVector<uint8_t>(Msg("train_state/cuda_rng/", i));
+        cuda[i].assign(c.begin(), c.end());
+      }
+      const size_t present = CudaRngStates().size(), restored = SetCudaRngStates(cuda);
+      if (restored != cuda.size() || (device.is_cuda() && restored != present))
+        MLOG(WARNING) << files.last << " saved the random state of " << cuda.size() << " CUDA device(s), this machine has "
+                      << present << ": the continuation is not bit-exact on the GPU";
+    }
+    if (loop.precision == "fp16" && f.HasAttr("train_state", "loss_scale") &&
+        f.GetDoubleAttr("train_state", "loss_scale") > 0)
+      scaler.Restore(f.GetDoubleAttr("train_state", "loss_scale"),
+                     static_cast<int>(f.GetIntAttr("train_state", "loss_scale_good_steps")));
     global_step = f.GetIntAttr("train_state", "global_step");
     result.best_metric = f.GetDoubleAttr("train_state", "best_metric");
     result.best_epoch = f.GetIntAttr("train_state", "best_epoch");
@@ -234,6 +276,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       lr = LearningRate(optim, global_step, total_steps, spe);
       SetLearningRate(*optimizer, lr, group_scales);
       optimizer->zero_grad();
+      for (auto& o : group_optimizers) o->zero_grad();
       StepOutput out;
       {
         AutocastGuard autocast(loop.precision, device);
@@ -255,7 +298,8 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       if (do_step) {
         if (optim.clip_grad > 0) torch::nn::utils::clip_grad_norm_(param_tensors, optim.clip_grad);
         optimizer->step();
-        if (task.after_step) task.after_step();
+        for (size_t g = 0; g < group_optimizers.size(); ++g)
+          if (!task.param_groups[g].active || task.param_groups[g].active(epoch)) group_optimizers[g]->step();
       }
       const int64_t n = b.images.size(0);
       loss_sum += loss_value * static_cast<double>(n);
@@ -335,6 +379,13 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     TrainState state;
     state.optimizer_archive = SerializeOptimizer(*optimizer);
     state.torch_rng_state = TorchRngState();
+    state.cuda_rng_states = CudaRngStates();
+    for (size_t g = 0; g < group_optimizers.size(); ++g)
+      state.group_optimizers[task.param_groups[g].name] = SerializeOptimizer(*group_optimizers[g]);
+    if (loop.precision == "fp16") {
+      state.loss_scale = scaler.scale();
+      state.loss_scale_good_steps = scaler.good_steps();
+    }
     state.global_step = global_step;
     state.best_metric = result.best_metric;
     state.best_epoch = result.best_epoch;

@@ -49,6 +49,19 @@ struct StepOutput {
   int64_t correct = 0, count = 0;         // training accuracy bookkeeping
 };
 
+// Parameters with an optimiser of their own (e.g. AMTML-KD's weighting): Adam at `lr` (no
+// schedule, no weight decay), kept out of the main optimiser, stepped only in the epochs where
+// `active(epoch)` holds (empty = always). Their gradients are zeroed, fp16-unscaled and clipped
+// with the model's, and their optimiser state is saved for --resume (train_state/optimizer_<name>).
+// The tensors themselves belong to a module of the task (usually an adapter in `aux`), so they
+// are checkpointed with it.
+struct ParamGroup {
+  std::string name;  // unique in the task; letters, digits, '_' and '.'
+  std::vector<torch::Tensor> params;
+  double lr = 1e-3;
+  std::function<bool(int64_t epoch)> active;
+};
+
 // The stage-specific parts of a training run.
 struct TrainTask {
   torch::nn::Module* model = nullptr;  // what the checkpoints save (and what train()/eval() toggle)
@@ -68,8 +81,8 @@ struct TrainTask {
   // Extra training state (e.g. running statistics) saved in <out>.last.h5 and given back on resume.
   std::function<nlohmann::json()> save_extra;
   std::function<void(const nlohmann::json&)> load_extra;
-  // Called after every optimiser step (e.g. parameters with their own optimiser).
-  std::function<void()> after_step;
+  // Parameter sets trained with an optimiser of their own (see ParamGroup).
+  std::vector<ParamGroup> param_groups;
 };
 
 struct TrainResult {
