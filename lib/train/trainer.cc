@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <algorithm>
@@ -83,16 +84,32 @@ Batch ToDevice(const Batch& b, torch::Device device) {
   return d;
 }
 
+// LibTorch 2.4 renamed the CUDA autocast switches after the device type (the old names are
+// deprecated there and gone later); 1.13 has only the old ones.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define MLFD_AUTOCAST_BY_DEVICE 1
+#endif
+
 AutocastGuard::AutocastGuard(const std::string& precision, torch::Device device) {
   if (precision == "fp32" || !device.is_cuda()) return;
-  at::autocast::set_autocast_gpu_dtype(precision == "bf16" ? at::kBFloat16 : at::kHalf);
+  const at::ScalarType dtype = precision == "bf16" ? at::kBFloat16 : at::kHalf;
+#ifdef MLFD_AUTOCAST_BY_DEVICE
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+  at::autocast::set_autocast_gpu_dtype(dtype);
   at::autocast::set_enabled(true);
+#endif
   active_ = true;
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!active_) return;
+#ifdef MLFD_AUTOCAST_BY_DEVICE
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
   at::autocast::set_enabled(false);
+#endif
   at::autocast::clear_cache();
 }
 
