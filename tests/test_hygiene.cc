@@ -95,6 +95,25 @@ TEST_CASE("prepare_data: one image under two spellings is a duplicate", "[hygien
   CHECK_FALSE(mlfd_test::FileExists(tmp / "dup.h5"));
 }
 
+TEST_CASE("prepare_data: list columns and index bases out of range are named", "[hygiene][prepare]") {
+  TempDir tmp;
+  WriteImages(tmp / "img", {"a", "b"}, 2);
+  mlfd_test::WriteText(tmp / "list.csv", "a/0.png,0\na/1.png,9223372036854775\n");
+  for (const auto& [spec, why] : std::vector<std::pair<std::string, std::string>>{
+           {R"("path_column": -1)", "path_column: must be >= 0"},
+           {R"("path_column": 4294967296)", "path_column: the integer 4294967296 is out of range (32 bits)"},
+           {R"("index_base": -9223372036854775000)", "list.csv:2: label 9223372036854775 with index_base"}}) {
+    INFO(spec);
+    mlfd_test::WriteText(tmp / "m.json", Msg(R"({"name": "lst", "classes": "labels", "image": {"size": 8, "channels": 1},
+      "sources": [{"kind": "list", "file": ")", tmp / "list.csv", R"(", "root": ")", tmp / "img", R"(", )", spec, R"(}],
+      "split": {"mode": "stratified", "fractions": {"train": 0.5, "test": 0.5}}})"));
+    auto r = RunTool("prepare_data", Msg("-v 0 ", tmp / "m.json", " ", tmp / "out.h5"));
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find(why) != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(tmp / "out.h5"));
+  }
+}
+
 TEST_CASE("prepare_data: empty class folders and classes missing from a split are reported", "[hygiene][prepare]") {
   TempDir tmp;
   WriteImages(tmp / "img", {"a", "b"}, 8);

@@ -144,6 +144,14 @@ TEST_CASE("json view errors carry the file and key path", "[util]") {
   CHECK_THROWS_WITH(v.Child("image").Int("size"), Catch::Contains("m.json: image.size: expected an integer"));
   CHECK_THROWS_WITH(s[0].Str("labels"), "m.json: sources[0].labels: missing required key");
   CHECK_THROWS_WITH(s[0].AllowOnly({"kind"}), Catch::Contains("sources[0].images: unknown key"));
+  // Values held as int are refused beyond 32 bits instead of wrapping.
+  auto k = nlohmann::json::parse(R"({"a": 4294967297, "b": -2147483648, "c": 7})");
+  JsonView w(k, "k.json");
+  CHECK(w.Int("a") == 4294967297LL);
+  CHECK_THROWS_WITH(w.Int32("a"), "k.json: a: the integer 4294967297 is out of range (32 bits)");
+  CHECK(w.Int32("b") == INT32_MIN);
+  CHECK(w.Int32("c", 3) == 7);
+  CHECK(w.Int32("d", 3) == 3);
 }
 
 TEST_CASE("durations are formatted for people", "[util]") {

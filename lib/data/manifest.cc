@@ -45,7 +45,7 @@ Manifest LoadManifest(const std::string& path) {
     cv.AllowOnly({"file", "column"});
     m.classes.from = "file";
     m.classes.file = cv.Str("file");
-    m.classes.column = static_cast<int>(cv.Int("column", 0));
+    m.classes.column = cv.Int32("column", 0);
     if (m.classes.column < 0) cv.Fail("column", "must be >= 0");
   } else {
     v.Fail("classes", "expected a list of names, \"folders\", \"labels\" or {\"file\": ...}");
@@ -100,9 +100,9 @@ Manifest LoadManifest(const std::string& path) {
   if (!v.Has("image")) v.Fail("image", "missing required key ({\"size\": S, \"channels\": 1|3})");
   JsonView iv = v.Child("image");
   iv.AllowOnly({"size", "channels", "resize"});
-  m.image.size = static_cast<int>(iv.Int("size", 0));
+  m.image.size = iv.Int32("size", 0);
   if (m.image.size < 0 || m.image.size > 4096) iv.Fail("size", "must be in 0..4096 (0 = keep)");
-  m.image.channels = static_cast<int>(iv.Int("channels"));
+  m.image.channels = iv.Int32("channels");
   if (m.image.channels != 1 && m.image.channels != 3) iv.Fail("channels", "must be 1 or 3");
   m.image.resize = iv.Str("resize", "exact");
   if (m.image.resize != "exact" && m.image.resize != "shorter_crop")

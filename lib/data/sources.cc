@@ -162,8 +162,10 @@ std::vector<RawSample> ReadListSource(const SourceContext& ctx) {
   if (delim == "\\t") delim = "\t";
   if (delim.empty()) s.Fail("delimiter", "must not be empty");
   bool header = s.Bool("header", false);
-  int path_col = static_cast<int>(s.Int("path_column", 0));
-  int label_col = static_cast<int>(s.Int("label_column", 1));
+  int path_col = s.Int32("path_column", 0);
+  int label_col = s.Int32("label_column", 1);
+  if (path_col < 0) s.Fail("path_column", "must be >= 0");
+  if (label_col < 0) s.Fail("label_column", "must be >= 0");
   std::string label_type = s.Str("label_type", "auto");
   if (label_type != "auto" && label_type != "name" && label_type != "index")
     s.Fail("label_type", "must be auto, name or index");
@@ -199,7 +201,10 @@ std::vector<RawSample> ReadListSource(const SourceContext& ctx) {
     if (label_type == "index" || (label_type == "auto" && numeric)) {
       if (!numeric || lab.size() > 18)  // (19 digits may not fit in 64 bits)
         throw Error(Msg(where, ": label '", lab, "' is not a class index"));
-      r.label = std::stoll(lab) - base;
+      r.label = std::stoll(lab);
+      if (base < 0 && r.label > INT64_MAX + base)  // (index_base >= 0 cannot overflow the subtraction)
+        throw Error(Msg(where, ": label ", lab, " with index_base ", base, " is out of range"));
+      r.label -= base;
       if (r.label < 0) throw Error(Msg(where, ": label ", lab, " is below index_base ", base));
     } else {
       r.label_name = lab;
@@ -250,7 +255,8 @@ std::vector<RawSample> ReadMnistJsonSource(const SourceContext& ctx) {
   JsonView s(ctx.source.spec, ctx.manifest.path, ctx.source.key_path);
   s.AllowOnly({"kind", "dir", "split", "digits"});
   std::string dir = ctx.Resolve(s.Str("dir"));
-  int digits = static_cast<int>(s.Int("digits", 10));
+  int digits = s.Int32("digits", 10);
+  if (digits < 1 || digits > 10) s.Fail("digits", "must be in 1..10");
   std::string split = SplitOf(s);
   std::vector<RawSample> out;
   for (int d = 0; d < digits; ++d) {

@@ -28,12 +28,12 @@ HeadInfo HeadInfo::FromJson(const nlohmann::json& j, const std::string& where) {
   h.class_names = v.Strs("class_names");
   h.mean = v.Nums("mean");
   h.std = v.Nums("std");
-  h.height = static_cast<int>(v.Int("height"));
-  h.width = static_cast<int>(v.Int("width"));
-  h.channels = static_cast<int>(v.Int("channels"));
+  h.height = v.Int32("height");
+  h.width = v.Int32("width");
+  h.channels = v.Int32("channels");
   h.store_sha256 = v.Str("store_sha256", "");
   h.label_offset = v.Int("label_offset", 0);
-  h.head = static_cast<int>(v.Int("head", 0));
+  h.head = v.Int32("head", 0);
   return h;
 }
 

@@ -54,9 +54,9 @@ JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where)
       t.datasets.push_back(HeadInfo::FromJson(datasets[k].json(), Msg(w, ": datasets[", k, "]")));
     s.teachers.push_back(t);
   }
-  s.adaptor_dim = static_cast<int>(v.Int("adaptor_dim"));
-  s.cout = static_cast<int>(v.Int("cout"));
-  s.stages = static_cast<int>(v.Int("stages"));
+  s.adaptor_dim = v.Int32("adaptor_dim");
+  s.cout = v.Int32("cout");
+  s.stages = v.Int32("stages");
   s.input_size = v.Int("input_size");
   for (double x : v.Nums("teacher_map_size")) {
     if (!(std::fabs(x) <= INT32_MAX)) v.Fail("teacher_map_size", Msg("not a map size: ", x));

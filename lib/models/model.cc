@@ -31,7 +31,7 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& wh
                "dropout", "drop_path", "joint"});
   ModelConfig c;
   c.arch = v.Str("arch");
-  c.in_channels = static_cast<int>(v.Int("in_channels"));
+  c.in_channels = v.Int32("in_channels");
   c.head_classes.clear();
   for (double x : v.Nums("head_classes")) {
     if (!(std::fabs(x) <= INT32_MAX)) v.Fail("head_classes", Msg("a head cannot have ", x, " classes"));
@@ -40,7 +40,7 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& wh
   c.head_names = v.Has("head_names") ? v.Strs("head_names") : std::vector<std::string>{};
   c.small_stem = v.Bool("small_stem", false);
   c.width = v.Num("width", 1.0);
-  c.embed_dim = static_cast<int>(v.Int("embed_dim", 0));
+  c.embed_dim = v.Int32("embed_dim", 0);
   c.dropout = v.Num("dropout", 0.0);
   c.drop_path = v.Num("drop_path", 0.0);
   if (j.contains("joint")) c.joint = j.at("joint");

@@ -255,9 +255,10 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
         cuda[i].assign(c.begin(), c.end());
       }
       const size_t present = CudaRngStates().size(), restored = SetCudaRngStates(cuda);
-      if (restored != cuda.size() || (device.is_cuda() && restored != present))
+      if (restored != cuda.size() || (device.is_cuda() && restored != present)) {
         MLOG(WARNING) << files.last << " saved the random state of " << cuda.size() << " CUDA device(s), this machine has "
                       << present << ": the continuation is not bit-exact on the GPU";
+      }
     }
     if (loop.precision == "fp16" && f.HasAttr("train_state", "loss_scale") &&
         f.GetDoubleAttr("train_state", "loss_scale") > 0)

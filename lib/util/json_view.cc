@@ -55,6 +55,13 @@ int64_t JsonView::Int(const std::string& key) const {
 }
 int64_t JsonView::Int(const std::string& key, int64_t def) const { return Has(key) ? Int(key) : def; }
 
+int JsonView::Int32(const std::string& key) const {
+  const int64_t v = Int(key);
+  if (v < INT32_MIN || v > INT32_MAX) Fail(key, Msg("the integer ", v, " is out of range (32 bits)"));
+  return static_cast<int>(v);
+}
+int JsonView::Int32(const std::string& key, int def) const { return Has(key) ? Int32(key) : def; }
+
 bool JsonView::Bool(const std::string& key, bool def) const {
   if (!Has(key)) return def;
   const auto& v = Get(key);

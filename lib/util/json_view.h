@@ -26,6 +26,10 @@ class JsonView {
   double Num(const std::string& key, double def) const;
   int64_t Int(const std::string& key) const;
   int64_t Int(const std::string& key, int64_t def) const;
+  // Int() for values held as int (sizes, counts, columns): Fail when it does not fit in 32 bits,
+  // instead of a silent truncation.
+  int Int32(const std::string& key) const;
+  int Int32(const std::string& key, int def) const;
   bool Bool(const std::string& key, bool def) const;
   std::vector<std::string> Strs(const std::string& key) const;
   std::vector<double> Nums(const std::string& key) const;
