@@ -1,14 +1,15 @@
 # Entry points. The README's quickstart is `make demo` and `make test`; both install what is missing
 # (scripts/install_deps.sh), configure and build with CMake, and fetch the demo data.
 #   make demo     run the demo pipeline (Makefile.pipeline, PIPELINE=demo) on real data
-#   make test     build and run the whole test suite (CTest)
+#   make test     build and run the whole test suite (CTest): what CI runs
+#   make test-quick  build and run the quick tier only (CTest label `unit`, about a minute)
 #   make build    configure and build only
 BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= Release
 PIPELINE ?= demo
 
-.PHONY: all deps build data test demo clean
+.PHONY: all deps configure build data test test-quick demo clean
 all: build
 
 deps:
@@ -17,8 +18,10 @@ deps:
 $(BUILD)/build.ninja: CMakeLists.txt
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
-build: deps
+configure: deps
 	@$(MAKE) --no-print-directory $(BUILD)/build.ninja
+
+build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 data: deps
@@ -26,6 +29,9 @@ data: deps
 
 test: build data
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-quick: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
 
 demo: build data
 	$(MAKE) --no-print-directory -f Makefile.pipeline PIPELINE=$(PIPELINE) BIN=$(BUILD)/bin

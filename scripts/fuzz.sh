@@ -8,7 +8,7 @@
 # Crashes and hangs inside Debian's libhdf5 are listed and kept too, and fail the run only with
 # --strict-libhdf5 (they cannot be fixed here; docs/fuzzing.md records them).
 #
-# Usage: scripts/fuzz.sh [--seconds N] [--jobs J] [--targets "mat5 sources json h5 h5_struct"] [--no-build]
+# Usage: scripts/fuzz.sh [--seconds N] [--jobs J] [--targets "mat5 sources json h5 h5_struct"] [--no-build | --build-only]
 #                        [--seed S] [--strict-libhdf5]
 #   --seconds N  fuzzing time per target after the replays (default 30; 0 = replays only)
 #   --jobs J     targets fuzzed at the same time (default 2, or 1 on one core; a process each)
@@ -22,6 +22,7 @@ seconds=30
 jobs=$(( $(nproc) >= 2 ? 2 : 1 ))
 targets="mat5 sources json h5 h5_struct"
 build_it=1
+build_only=0
 seed=0
 strict=()
 while [ $# -gt 0 ]; do
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --targets) targets="$2"; shift 2 ;;
     --no-build) build_it=0; shift ;;
+    --build-only) build_only=1; shift ;;
     --seed) seed="$2"; shift 2 ;;
     --strict-libhdf5) strict=(--strict-libhdf5); shift ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -61,6 +63,11 @@ if [ "$build_it" = 1 ]; then
     { tail -50 "$BUILD/build.log" >&2; echo "fuzz.sh: build failed (log: $BUILD/build.log)" >&2; exit 1; }
 fi
 build_s=$(( $(date +%s) - t0 ))
+if [ "$build_only" = 1 ]; then
+  [ "$build_it" = 1 ] || { echo "fuzz.sh: --build-only and --no-build exclude each other" >&2; exit 2; }
+  echo "fuzz.sh: built in ${build_s} s (--build-only: no replay, no fuzzing)"
+  exit 0
+fi
 
 # The harnesses write each input to a file here (tmpfs when there is one); removed at the end.
 tmp_base=/dev/shm

@@ -7,6 +7,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   g++ cmake ninja-build make git pkg-config
+  # compiler cache shared by every clone and build folder of the user (docs/build.md)
+  ccache
   # libraries (see docs/dependencies.md for why each is here)
   libtorch-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev

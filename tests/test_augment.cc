@@ -28,7 +28,7 @@ cv::Mat ReadRaw(const std::string& path, int rows, int cols, int channels) {
 }
 }  // namespace
 
-TEST_CASE("augment: operations match torchvision.transforms.functional", "[augment][python]") {
+TEST_CASE("augment: operations match torchvision.transforms.functional", "[stage][augment][python]") {
   TempDir tmp;
   cv::Mat img(20, 24, CV_8UC3);
   cv::randu(img, 0, 256);
@@ -78,7 +78,7 @@ TEST_CASE("augment: operations match torchvision.transforms.functional", "[augme
   }
 }
 
-TEST_CASE("augment: shapes, determinism, crop and flip", "[augment]") {
+TEST_CASE("augment: shapes, determinism, crop and flip", "[unit][augment]") {
   cv::Mat img(28, 28, CV_8UC1);
   cv::randu(img, 0, 256);
   AugmentConfig c;
@@ -133,7 +133,7 @@ TEST_CASE("augment: shapes, determinism, crop and flip", "[augment]") {
   CHECK(EvalTransform(rgb, rc).size() == cv::Size(16, 16));
 }
 
-TEST_CASE("plots: confusion matrix and curves are drawn and readable", "[plot]") {
+TEST_CASE("plots: confusion matrix and curves are drawn and readable", "[unit][plot]") {
   TempDir tmp;
   std::vector<int64_t> counts = {50, 0, 0, 0, 40, 10, 0, 5, 45};
   PlotConfusionMatrix(counts, {"cat", "dog", "bird"}, "test", tmp / "cm.png");

@@ -59,7 +59,7 @@ double MaxRelErr(const torch::Tensor& a, const torch::Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("build_joint: levels, shapes, frozen referenced teachers", "[joint]") {
+TEST_CASE("build_joint: levels, shapes, frozen referenced teachers", "[stage][joint]") {
   Group& g = SharedGroup();
   std::string j = g.tmp / "j_init.h5";
   auto r = RunTool("build_joint", Msg("-v 0 --level layer4 --adaptor-dim 8 --cout 12 --stages 1 --dropout 0.3 --out ", j,
@@ -153,7 +153,7 @@ TEST_CASE("build_joint: levels, shapes, frozen referenced teachers", "[joint]") 
   }
 }
 
-TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teacher", "[joint]") {
+TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teacher", "[stage][joint]") {
   Group& g = SharedGroup();
   std::string j = g.tmp / "j_res.h5";
   auto r = RunTool("build_joint", Msg("-v 0 --residual-logits --adaptor-dim 8 --out ", j, " --teacher ", g.ta,
@@ -169,7 +169,7 @@ TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teache
   CHECK(MaxRelErr(ck.net->forward(x, 0), ta.net->forward((x - h.mean[0]) / h.std[0], 0)) < 1e-5);
 }
 
-TEST_CASE("extract_features: the cache equals a direct forward pass, stale caches are refused", "[features]") {
+TEST_CASE("extract_features: the cache equals a direct forward pass, stale caches are refused", "[stage][features]") {
   Group& g = SharedGroup();
   std::string cache = g.tmp / "fa.h5";
   auto r = RunTool("extract_features", Msg("-v 0 --device cpu --batch-size 5 --levels layer3,embed --out ", cache, " ",
@@ -262,7 +262,7 @@ print(d.shape[1:], 'relerr', float(np.abs(cached - want).max() / np.abs(want).ma
   }
 }
 
-TEST_CASE("loss terms match closed forms", "[distill][losses]") {
+TEST_CASE("loss terms match closed forms", "[unit][distill][losses]") {
   torch::Tensor zs = torch::tensor({{1.0, 2.0, 0.5}, {0.0, -1.0, 3.0}});
   torch::Tensor zt = torch::tensor({{2.0, 0.0, 1.0}, {1.0, 1.0, 1.0}});
   const double T = 2.0;
@@ -309,7 +309,7 @@ TEST_CASE("loss terms match closed forms", "[distill][losses]") {
   CHECK(MakeCeTerm(1.0, 0.0)->Compute(ce).item<double>() == Approx(ce_expect / 2).epsilon(1e-6));
 }
 
-TEST_CASE("finetune_joint (online and cached maps) and distill_student end to end", "[joint][distill][e2e]") {
+TEST_CASE("finetune_joint (online and cached maps) and distill_student end to end", "[stage][joint][distill][e2e]") {
   Group& g = SharedGroup();
   std::string init = g.tmp / "e_init.h5";
   REQUIRE(RunTool("build_joint", Msg("-v 0 --adaptor-dim 16 --dropout 0.2 --out ", init, " --teacher ", g.ta,
@@ -460,7 +460,7 @@ TEST_CASE("finetune_joint (online and cached maps) and distill_student end to en
   }
 }
 
-TEST_CASE("report: mean and standard deviation over seeds, Markdown and HTML", "[report]") {
+TEST_CASE("report: mean and standard deviation over seeds, Markdown and HTML", "[stage][report]") {
   TempDir tmp;
   std::vector<std::string> files;
   auto write = [&](const std::string& name, const std::string& ds, int seed, double test, double val) {
@@ -559,7 +559,7 @@ TEST_CASE("Makefile.pipeline: the whole DAG on tiny data, reruns only what is ou
   CHECK(mlfd_test::FileExists(tmp / "run/seed1/joint/final.h5"));
 }
 
-TEST_CASE("LevelPair::Parse: every field of a --pairs entry checked and a usage error naming it", "[distill][options]") {
+TEST_CASE("LevelPair::Parse: every field of a --pairs entry checked and a usage error naming it", "[unit][distill][options]") {
   auto p = LevelPair::Parse("layer3:fused", 0.2);
   CHECK(p.student == "layer3");
   CHECK(p.teacher == "fused");

@@ -13,7 +13,7 @@
 using namespace mlfd;
 using mlfd_test::TempDir;
 
-TEST_CASE("h5: tensors of every dtype round-trip exactly", "[h5]") {
+TEST_CASE("h5: tensors of every dtype round-trip exactly", "[unit][h5]") {
   TempDir tmp;
   torch::manual_seed(1);
   std::vector<std::pair<std::string, torch::Tensor>> cases = {
@@ -38,7 +38,7 @@ TEST_CASE("h5: tensors of every dtype round-trip exactly", "[h5]") {
   CHECK(f.List("group") == std::vector<std::string>{"f16", "f32", "f64", "i64", "u8"});
 }
 
-TEST_CASE("h5: row ranges are read and written without touching other rows", "[h5]") {
+TEST_CASE("h5: row ranges are read and written without touching other rows", "[unit][h5]") {
   TempDir tmp;
   torch::Tensor t = torch::arange(10 * 3 * 2, torch::kFloat32).reshape({10, 3, 2});
   {
@@ -62,7 +62,7 @@ TEST_CASE("h5: row ranges are read and written without touching other rows", "[h
   CHECK(as_float == std::vector<float>{0.5f, -2.0f, 1024.0f});
 }
 
-TEST_CASE("h5: a row list is read with one selection in the asked order of the file", "[h5]") {
+TEST_CASE("h5: a row list is read with one selection in the asked order of the file", "[unit][h5]") {
   TempDir tmp;
   torch::Tensor t = torch::arange(12 * 2 * 3, torch::kFloat32).reshape({12, 2, 3}).to(torch::kFloat16);
   {
@@ -86,7 +86,7 @@ TEST_CASE("h5: a row list is read with one selection in the asked order of the f
                     Catch::Contains("row 12: rows must be ascending"));
 }
 
-TEST_CASE("h5: attributes and strings", "[h5]") {
+TEST_CASE("h5: attributes and strings", "[unit][h5]") {
   TempDir tmp;
   {
     h5::File f = h5::File::Create(tmp / "a.h5");
@@ -116,7 +116,7 @@ TEST_CASE("h5: attributes and strings", "[h5]") {
   CHECK_FALSE(f.Exists("nope/y"));
 }
 
-TEST_CASE("h5: errors name the file and the object", "[h5]") {
+TEST_CASE("h5: errors name the file and the object", "[unit][h5]") {
   TempDir tmp;
   CHECK_THROWS_WITH(h5::File::Open(tmp / "missing.h5"), Catch::Contains("missing.h5: no such file"));
   mlfd_test::WriteText(tmp / "junk.h5", "this is not hdf5");
@@ -129,7 +129,7 @@ TEST_CASE("h5: errors name the file and the object", "[h5]") {
   CHECK_THROWS_WITH(f.ReadRows("b", 2, 5, b.data(), h5::DType::kUInt8), Catch::Contains("outside"));
 }
 
-TEST_CASE("h5: a truncated file is reported, not crashed on", "[h5]") {
+TEST_CASE("h5: a truncated file is reported, not crashed on", "[unit][h5]") {
   TempDir tmp;
   {
     h5::File f = h5::File::Create(tmp / "full.h5");
@@ -148,7 +148,7 @@ TEST_CASE("h5: a truncated file is reported, not crashed on", "[h5]") {
   CHECK(threw);
 }
 
-TEST_CASE("h5: atomic files appear only on commit", "[h5]") {
+TEST_CASE("h5: atomic files appear only on commit", "[unit][h5]") {
   TempDir tmp;
   std::string final_path = tmp / "out.h5";
   {
@@ -172,7 +172,7 @@ TEST_CASE("h5: atomic files appear only on commit", "[h5]") {
   CHECK(mlfd_test::FileExists(final_path));
 }
 
-TEST_CASE("h5: outputs never overwrite a user's file", "[h5]") {
+TEST_CASE("h5: outputs never overwrite a user's file", "[unit][h5]") {
   TempDir tmp;
   mlfd_test::WriteText(tmp / "notes.h5", "my notes");
   CHECK_THROWS_WITH(h5::CheckOutputPath(tmp / "notes.h5", "mlfd.image_store"),
@@ -192,7 +192,7 @@ TEST_CASE("h5: outputs never overwrite a user's file", "[h5]") {
                     Catch::Contains("does not exist"));
 }
 
-TEST_CASE("h5: h5py reads our float16, strings and attributes", "[h5][python]") {
+TEST_CASE("h5: h5py reads our float16, strings and attributes", "[stage][h5][python]") {
   TempDir tmp;
   {
     h5::File f = h5::File::Create(tmp / "p.h5");

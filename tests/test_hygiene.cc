@@ -56,7 +56,7 @@ std::string ListManifest(const std::string& list, const std::string& split_mode 
 
 }  // namespace
 
-TEST_CASE("prepare_data: one image under two spellings is a duplicate", "[hygiene][prepare]") {
+TEST_CASE("prepare_data: one image under two spellings is a duplicate", "[stage][hygiene][prepare]") {
   TempDir tmp;
   WriteImages(tmp / "img", {"a", "b"}, 4);
   const std::string good = "a/0.png,a\na/1.png,a\na/2.png,a\na/3.png,a\nb/0.png,b\nb/1.png,b\nb/2.png,b\nb/3.png,b\n";
@@ -95,7 +95,7 @@ TEST_CASE("prepare_data: one image under two spellings is a duplicate", "[hygien
   CHECK_FALSE(mlfd_test::FileExists(tmp / "dup.h5"));
 }
 
-TEST_CASE("prepare_data: list columns and index bases out of range are named", "[hygiene][prepare]") {
+TEST_CASE("prepare_data: list columns and index bases out of range are named", "[stage][hygiene][prepare]") {
   TempDir tmp;
   WriteImages(tmp / "img", {"a", "b"}, 2);
   mlfd_test::WriteText(tmp / "list.csv", "a/0.png,0\na/1.png,9223372036854775\n");
@@ -114,7 +114,7 @@ TEST_CASE("prepare_data: list columns and index bases out of range are named", "
   }
 }
 
-TEST_CASE("prepare_data: empty class folders and classes missing from a split are reported", "[hygiene][prepare]") {
+TEST_CASE("prepare_data: empty class folders and classes missing from a split are reported", "[stage][hygiene][prepare]") {
   TempDir tmp;
   WriteImages(tmp / "img", {"a", "b"}, 8);
   WriteImages(tmp / "img", {"c"}, 1);
@@ -138,7 +138,7 @@ TEST_CASE("prepare_data: empty class folders and classes missing from a split ar
   CHECK(r.err.find("'c' (1 image(s)) has none in test, val") != std::string::npos);
 }
 
-TEST_CASE("orphan temporaries of dead processes are removed and live ones kept", "[hygiene][io]") {
+TEST_CASE("orphan temporaries of dead processes are removed and live ones kept", "[stage][hygiene][io]") {
   TempDir tmp;
   const std::string out = tmp / "m.json";
   const std::string dead = tmp / ".m.json.tmp-99999999-0", dead2 = tmp / ".m.json.tmp-99999998";
@@ -162,7 +162,7 @@ TEST_CASE("orphan temporaries of dead processes are removed and live ones kept",
   CHECK_FALSE(mlfd_test::FileExists(orphan));
 }
 
-TEST_CASE("resume: changed options and a truncated last checkpoint are refused with the reason", "[hygiene][train]") {
+TEST_CASE("resume: changed options and a truncated last checkpoint are refused with the reason", "[stage][hygiene][train]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 3, 20, 12, 1, 5);
   std::string common = Msg(kTiny, " --epochs 3 ", store);
@@ -196,7 +196,7 @@ TEST_CASE("resume: changed options and a truncated last checkpoint are refused w
   CHECK(trunc.err.find("refusing") == std::string::npos);
 }
 
-TEST_CASE("outputs: a corrupt or foreign file in the way is named for what it is", "[hygiene][io]") {
+TEST_CASE("outputs: a corrupt or foreign file in the way is named for what it is", "[stage][hygiene][io]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 2, 10, 8, 1, 3);
   auto r = RunTool("train_teacher", Msg(kTiny, " --epochs 1 --out ", tmp / "t.h5", " ", store));
@@ -220,7 +220,7 @@ TEST_CASE("outputs: a corrupt or foreign file in the way is named for what it is
   }
 }
 
-TEST_CASE("a moved run folder keeps working: T* finds its teachers beside it", "[hygiene][joint]") {
+TEST_CASE("a moved run folder keeps working: T* finds its teachers beside it", "[stage][hygiene][joint]") {
   TempDir tmp;
   fs::create_directories(tmp / "run/teachers");
   fs::create_directories(tmp / "run/joint");
@@ -261,7 +261,7 @@ TEST_CASE("a moved run folder keeps working: T* finds its teachers beside it", "
   CHECK(changed.err.find("changed since the joint teacher was built") != std::string::npos);
 }
 
-TEST_CASE("report: one run given twice is refused", "[hygiene][report]") {
+TEST_CASE("report: one run given twice is refused", "[stage][hygiene][report]") {
   TempDir tmp;
   auto eval = [](const std::string& sha) {
     return Msg(R"({"name": "teacher", "dataset": "d", "split": "test", "arch": "resnet18", "checkpoint_sha256": ")", sha,
@@ -281,7 +281,7 @@ TEST_CASE("report: one run given twice is refused", "[hygiene][report]") {
   CHECK_FALSE(mlfd_test::FileExists(tmp / "r.md"));
 }
 
-TEST_CASE("train_teacher says how many images the dropped last batch leaves out", "[hygiene][train]") {
+TEST_CASE("train_teacher says how many images the dropped last batch leaves out", "[stage][hygiene][train]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 2, 30, 8, 1, 3);  // 36 training images, batches of 16
   auto r = RunTool("train_teacher", Msg(kTinyVerbose, " --epochs 1 --out ", tmp / "t.h5", " ", store));
@@ -296,7 +296,7 @@ TEST_CASE("train_teacher says how many images the dropped last batch leaves out"
   CHECK(keep.err.find("training on 36 samples per epoch, 3 steps of 16") != std::string::npos);
 }
 
-TEST_CASE("provenance records every option with its value", "[hygiene][provenance]") {
+TEST_CASE("provenance records every option with its value", "[stage][hygiene][provenance]") {
   CHECK(OptionValueJson("seed", boost::any(uint64_t{18446744073709551615ull})) == 18446744073709551615ull);
   CHECK(OptionValueJson("n", boost::any(int64_t{-5})) == -5);
   CHECK(OptionValueJson("f", boost::any(0.25f)) == 0.25);
@@ -339,7 +339,7 @@ TEST_CASE("provenance records every option with its value", "[hygiene][provenanc
     CHECK(o->dump().find("unprintable") == std::string::npos);
 }
 
-TEST_CASE("distill_student: cached logits of a concatenated label space on the second dataset", "[hygiene][features]") {
+TEST_CASE("distill_student: cached logits of a concatenated label space on the second dataset", "[stage][hygiene][features]") {
   TempDir tmp;
   std::string s1 = MakeStore(tmp, "one", 3, 12, 8, 1, 7), s2 = MakeStore(tmp, "two", 2, 12, 8, 1, 8);
   const std::string base = tmp / "base.h5";
@@ -370,7 +370,7 @@ TEST_CASE("distill_student: cached logits of a concatenated label space on the s
   CHECK(foreign.err.find("feature cache of dataset 'one' (head 0), but the student needs 'two'") != std::string::npos);
 }
 
-TEST_CASE("a full disk ends every writing stage with exit 1 and one line", "[hygiene][io][reliability]") {
+TEST_CASE("a full disk ends every writing stage with exit 1 and one line", "[stage][hygiene][io][reliability]") {
   // A file-size limit (with SIGXFSZ ignored) makes writes fail as on a full disk (EFBIG instead of
   // ENOSPC) through the same code paths, without mounting anything.
   TempDir tmp;
@@ -417,7 +417,7 @@ TEST_CASE("a full disk ends every writing stage with exit 1 and one line", "[hyg
   }
 }
 
-TEST_CASE("checksums: a flipped byte in stored data is refused naming the dataset", "[hygiene][io][reliability]") {
+TEST_CASE("checksums: a flipped byte in stored data is refused naming the dataset", "[stage][hygiene][io][reliability]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 2, 10, 8, 1, 3);
   auto t = RunTool("train_teacher", Msg(kTiny, " --epochs 1 --out ", tmp / "t.h5", " ", store));

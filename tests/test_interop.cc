@@ -109,7 +109,7 @@ def stored(store, logits_file, mean, std):
 }  // namespace
 
 TEST_CASE("torch_to_h5: an imported torchvision resnet18 gives torchvision's logits in evaluate",
-          "[interop]") {
+          "[stage][interop]") {
   if (!HavePyTorch()) return;
   TempDir tmp;
   std::string store = MakeNoiseStore(tmp, "noise", 3, 8, 32, 11);
@@ -154,7 +154,7 @@ print(float(np.abs(ref - ours).max()))
   CHECK(diff < 1e-4);
 }
 
-TEST_CASE("torch_to_h5: mismatched inputs fail with one clear line and write nothing", "[interop]") {
+TEST_CASE("torch_to_h5: mismatched inputs fail with one clear line and write nothing", "[stage][interop]") {
   if (!HavePyTorch()) return;
   TempDir tmp;
   std::string store = MakeNoiseStore(tmp, "noise", 3, 4, 32, 12);
@@ -196,7 +196,7 @@ torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), sys.argv[1] 
   CHECK(RunToolPy("torch_to_h5.py", "--store " + store).exit_code == 2);
 }
 
-TEST_CASE("h5_to_torch: trained teachers give evaluate's logits in PyTorch", "[interop]") {
+TEST_CASE("h5_to_torch: trained teachers give evaluate's logits in PyTorch", "[stage][interop]") {
   if (!HavePyTorch()) return;
   TempDir tmp;
   std::string a = MakeNoiseStore(tmp, "noise_a", 3, 8, 32, 21);

@@ -404,7 +404,7 @@ Outcome KillAndRerun(const TinyPipeline& p, const std::string& stage, const std:
 }  // namespace
 
 TEST_CASE("kill -9 at each stage of a tiny pipeline: make reruns exactly the interrupted stage and finishes",
-          "[kill][e2e]") {
+          "[stage][kill][e2e]") {
   TinyPipeline p;
   auto data = RunShell(p.make + " data");
   INFO(Tail(data.err));
@@ -445,7 +445,7 @@ TEST_CASE("kill -9 at each stage of a tiny pipeline: make reruns exactly the int
 }
 
 TEST_CASE("train_teacher --resume after kill -9 mid-epoch ends with the weights of an uninterrupted run",
-          "[kill][e2e]") {
+          "[stage][kill][e2e]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 3, 40, 16, 1, 5);
   const std::string common = Msg("-v 0 --threads 1 --workers 1 --device cpu --arch resnet18 --width 0.125 --small-stem "

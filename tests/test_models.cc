@@ -26,7 +26,7 @@ int64_t Count(Net& n) {
 }
 }  // namespace
 
-TEST_CASE("models: torchvision parameter counts", "[models]") {
+TEST_CASE("models: torchvision parameter counts", "[unit][models]") {
   Net r18 = BuildModel(Full("resnet18")), r34 = BuildModel(Full("resnet34")), r50 = BuildModel(Full("resnet50"));
   Net eff = BuildModel(Full("efficientnet_b0"));
   CHECK(Count(r18) == 11689512);
@@ -38,7 +38,7 @@ TEST_CASE("models: torchvision parameter counts", "[models]") {
   CHECK(Count(se) == Approx(16.8e6).epsilon(0.01));
 }
 
-TEST_CASE("models: names and shapes equal torchvision's state dicts", "[models][python]") {
+TEST_CASE("models: names and shapes equal torchvision's state dicts", "[stage][models][python]") {
   mlfd_test::TempDir tmp;
   for (const std::string arch : {"resnet18", "resnet50", "efficientnet_b0"}) {
     Net n = BuildModel(Full(arch));
@@ -61,7 +61,7 @@ sys.exit(0 if not missing and not extra else 1)
   }
 }
 
-TEST_CASE("models: level shapes at full size", "[models]") {
+TEST_CASE("models: level shapes at full size", "[unit][models]") {
   torch::NoGradGuard no_grad;
   torch::Tensor x = torch::randn({1, 3, 224, 224});
   struct Case { std::string arch; std::map<std::string, std::vector<int64_t>> shapes; };
@@ -99,7 +99,7 @@ TEST_CASE("models: level shapes at full size", "[models]") {
   CHECK(BuildModel(with)->embed_dim() == 0);  // skipped when equal to the feature size
 }
 
-TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[models]") {
+TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[unit][models]") {
   for (const std::string arch : {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"}) {
     ModelConfig c;
     c.arch = arch;

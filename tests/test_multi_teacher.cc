@@ -41,7 +41,7 @@ std::string PyList(const torch::Tensor& t) {
 
 }  // namespace
 
-TEST_CASE("UNIC: teacher-dropping coefficients for a fixed draw", "[multi][unic]") {
+TEST_CASE("UNIC: teacher-dropping coefficients for a fixed draw", "[unit][multi][unic]") {
   torch::Tensor loss = torch::tensor({{0.5, 2.0, 1.0}, {3.0, 0.1, 0.2}}, torch::kFloat32);
   torch::Tensor draw = torch::tensor({{0.3, 0.9, 0.7}, {0.1, 0.4, 0.6}}, torch::kFloat32);
   // Image 0: teacher 1 is the worst fitted (kept), teacher 0 drawn below p (dropped), teacher 2
@@ -59,7 +59,7 @@ TEST_CASE("UNIC: teacher-dropping coefficients for a fixed draw", "[multi][unic]
   CHECK_FALSE(TeacherDropCoefficients(l, 0.5, draw).requires_grad());
 }
 
-TEST_CASE("UNIC: standardisation updates, momentum schedule and per-image loss", "[multi][unic]") {
+TEST_CASE("UNIC: standardisation updates, momentum schedule and per-image loss", "[unit][multi][unic]") {
   CHECK(UnicMomentum(0.0) == Approx(1.0));
   CHECK(UnicMomentum(1.0) == Approx(0.001));
   CHECK(UnicMomentum(0.5) == Approx(0.5005));
@@ -103,7 +103,7 @@ TEST_CASE("UNIC: standardisation updates, momentum schedule and per-image loss",
   CHECK(UnicPerImageLoss(pm, tm)[0].item<double>() == Approx(0.75 / 2));
 }
 
-TEST_CASE("UNIC term: ladder sums, p = 0 averages, statistics live in the adapter", "[multi][unic]") {
+TEST_CASE("UNIC term: ladder sums, p = 0 averages, statistics live in the adapter", "[unit][multi][unic]") {
   torch::manual_seed(0);
   UnicSpec spec;
   spec.stages = {"layer3", "layer4"};
@@ -166,7 +166,7 @@ TEST_CASE("UNIC term: ladder sums, p = 0 averages, statistics live in the adapte
   CHECK(adapter->named_parameters()["t1_map_layer3.fc1.weight"].grad().abs().sum().item<double>() > 0);
 }
 
-TEST_CASE("AMTML-KD: instance weights, integrated target, KL", "[multi][amtml]") {
+TEST_CASE("AMTML-KD: instance weights, integrated target, KL", "[unit][multi][amtml]") {
   torch::Tensor beta = torch::tensor({{1.0, 2.0}, {0.5, -1.0}}, torch::kFloat32);
   torch::Tensor w = torch::tensor({1.0, 0.5}, torch::kFloat32);
   torch::Tensor theta = torch::tensor({{1.0, 0.0}, {0.3, 1.0}, {-1.0, 2.0}}, torch::kFloat32);
@@ -206,7 +206,7 @@ TEST_CASE("AMTML-KD: instance weights, integrated target, KL", "[multi][amtml]")
   CHECK(KlToTarget(q, torch::log(q) * T, T).item<double>() == Approx(0.0).margin(1e-6));
 }
 
-TEST_CASE("AMTML-KD: RKD angle and distance equal the PyTorch reference", "[multi][amtml][python]") {
+TEST_CASE("AMTML-KD: RKD angle and distance equal the PyTorch reference", "[stage][multi][amtml][python]") {
   torch::manual_seed(5);
   torch::Tensor s = torch::randn({5, 4}), t = torch::randn({5, 4});
   TempDir tmp;
@@ -248,7 +248,7 @@ print("%.12f %.12f" % (dist(s, t).item(), angle(s, t).item()))
   CHECK(RkdDistance(t * 3, t).item<double>() == Approx(0.0).margin(1e-6));  // scale-invariant
 }
 
-TEST_CASE("AMTML-KD term: weight modes, the weighting as a parameter group, two-phase freezing", "[multi][amtml]") {
+TEST_CASE("AMTML-KD term: weight modes, the weighting as a parameter group, two-phase freezing", "[unit][multi][amtml]") {
   torch::manual_seed(1);
   Signals s;
   s.student["layer4"] = torch::randn({4, 3, 2, 2});
@@ -322,7 +322,7 @@ TEST_CASE("AMTML-KD term: weight modes, the weighting as a parameter group, two-
   }
 }
 
-TEST_CASE("AMTML-KD hints: normalised maps through a small regressor", "[multi][amtml]") {
+TEST_CASE("AMTML-KD hints: normalised maps through a small regressor", "[unit][multi][amtml]") {
   auto hint = MakeNormalizedHintTerm(1.0, 1, "layer3", 2, "layer4", 3);
   auto w = hint->adapter()->named_parameters()["conv.weight"];
   CHECK(w.sizes() == torch::IntArrayRef({2, 3, 1, 1}));
@@ -339,7 +339,7 @@ TEST_CASE("AMTML-KD hints: normalised maps through a small regressor", "[multi][
   CHECK(hint->Compute(s).item<double>() == Approx(expect.item<double>()).epsilon(1e-5));
 }
 
-TEST_CASE("FEED: normalisation, distance and the per-teacher transforms", "[multi][feed]") {
+TEST_CASE("FEED: normalisation, distance and the per-teacher transforms", "[stage][multi][feed]") {
   torch::Tensor x = torch::zeros({1, 2, 1, 2});
   x[0][0][0][0] = 3, x[0][1][0][0] = 4, x[0][1][0][1] = 5;  // positions (3,4) and (0,5)
   torch::Tensor flat = FeedNormalize(x, "flat");
@@ -420,7 +420,7 @@ SameDataset& Shared() {
 }
 }  // namespace
 
-TEST_CASE("distill_student: UNIC, AMTML-KD, uniform multi-teacher KD and FEED end to end", "[multi][e2e]") {
+TEST_CASE("distill_student: UNIC, AMTML-KD, uniform multi-teacher KD and FEED end to end", "[stage][multi][e2e]") {
   SameDataset& g = Shared();
   struct Case {
     std::string method, extra;
@@ -466,7 +466,7 @@ TEST_CASE("distill_student: UNIC, AMTML-KD, uniform multi-teacher KD and FEED en
   }
 }
 
-TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's weighting group", "[multi][e2e]") {
+TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's weighting group", "[stage][multi][e2e]") {
   SameDataset& g = Shared();
   for (const char* m : {"unic", "amtml"}) {
     INFO(m);
@@ -513,7 +513,7 @@ TEST_CASE("distill_student: exact resume of UNIC statistics and AMTML-KD's weigh
   CHECK_FALSE(torch::equal(conv1, ReadTensor(f, "state/" + f.List("state").at(0))));
 }
 
-TEST_CASE("distill_student: cached signals of several teachers, one cache each", "[multi][e2e]") {
+TEST_CASE("distill_student: cached signals of several teachers, one cache each", "[stage][multi][e2e]") {
   SameDataset& g = Shared();
   std::string c1 = g.tmp / "c1.h5", c2 = g.tmp / "c2.h5";
   REQUIRE(RunTool("extract_features", Msg("-v 0 --levels layer4 --splits train --out ", c1, " ", g.t18, " ", g.a)).exit_code == 0);
@@ -533,7 +533,7 @@ TEST_CASE("distill_student: cached signals of several teachers, one cache each",
   CHECK(one.err.find("1 caches for 2 teachers") != std::string::npos);
 }
 
-TEST_CASE("distill_student: teachers of distinct datasets give features, never foreign logits", "[multi][e2e]") {
+TEST_CASE("distill_student: teachers of distinct datasets give features, never foreign logits", "[stage][multi][e2e]") {
   SameDataset& g = Shared();
   auto unic = RunTool("distill_student", Msg(g.st, "--method unic --unic-hidden 16 --epochs 1 --teacher ", g.t18,
                                              " --teacher ", g.tb, " --out ", g.tmp / "ud.h5 ", g.a));
@@ -557,7 +557,7 @@ TEST_CASE("distill_student: teachers of distinct datasets give features, never f
   CHECK(ce.exit_code == 0);
 }
 
-TEST_CASE("Makefile.pipeline: multi-teacher nodes in both settings", "[multi][pipeline][e2e]") {
+TEST_CASE("Makefile.pipeline: multi-teacher nodes in both settings", "[pipeline][multi][e2e]") {
   TempDir tmp;
   MakeStore(tmp, "pa", 3, 16, 12, 1, 41);
   MakeStore(tmp, "pb", 2, 16, 12, 1, 42);

@@ -9,7 +9,7 @@
 
 using namespace mlfd;
 
-TEST_CASE("schedules follow their closed forms", "[train]") {
+TEST_CASE("schedules follow their closed forms", "[unit][train]") {
   OptimOptions o;
   o.lr = 1.0;
   o.schedule = "cosine";
@@ -38,7 +38,7 @@ TEST_CASE("schedules follow their closed forms", "[train]") {
   CHECK(LearningRate(o, 77, 100, 10) == 1.0);
 }
 
-TEST_CASE("weight decay skips biases and norm parameters", "[train]") {
+TEST_CASE("weight decay skips biases and norm parameters", "[unit][train]") {
   torch::nn::Sequential m(torch::nn::Linear(3, 4), torch::nn::BatchNorm1d(4));
   OptimOptions o;
   o.weight_decay = 0.1;
@@ -55,7 +55,7 @@ TEST_CASE("weight decay skips biases and norm parameters", "[train]") {
   CHECK_THROWS_WITH(bad.Check(), Catch::Contains("--lr") && Catch::Contains("--optimizer"));
 }
 
-TEST_CASE("loss scaler skips non-finite steps", "[train]") {
+TEST_CASE("loss scaler skips non-finite steps", "[unit][train]") {
   LossScaler s(1024.0, 2);
   torch::Tensor p = torch::zeros({2}, torch::requires_grad());
   p.mutable_grad() = torch::tensor({2048.0f, 1024.0f});

@@ -234,7 +234,7 @@ void WriteFlowersTree(const std::string& root) {
 
 }  // namespace
 
-TEST_CASE("shipped manifests parse", "[paper]") {
+TEST_CASE("shipped manifests parse", "[unit][paper]") {
   struct Expect {
     const char* name;
     int size;
@@ -283,7 +283,7 @@ TEST_CASE("shipped manifests parse", "[paper]") {
   CHECK(caltech.classes.exclude == std::vector<std::string>{"BACKGROUND_Google"});
 }
 
-TEST_CASE("cifar_binary: records, RGB planes, label byte", "[paper]") {
+TEST_CASE("cifar_binary: records, RGB planes, label byte", "[unit][paper]") {
   TempDir tmp;
   // CIFAR-100 layout: <coarse, fine> label bytes; the fine one is the class.
   fs::create_directories(tmp / "cifar-100-binary");
@@ -326,7 +326,7 @@ TEST_CASE("cifar_binary: records, RGB planes, label byte", "[paper]") {
         cv::Vec3b(CifarPixel(1, 0, 5), CifarPixel(1, 1, 5), CifarPixel(1, 2, 5)));
 }
 
-TEST_CASE("cifar_binary: errors name the file or key", "[paper]") {
+TEST_CASE("cifar_binary: errors name the file or key", "[unit][paper]") {
   TempDir tmp;
   fs::create_directories(tmp / "cifar-100-binary");
   std::string rec = CifarRecords({{1, 2}, {3, 4}});
@@ -350,7 +350,7 @@ TEST_CASE("cifar_binary: errors name the file or key", "[paper]") {
   CHECK_THAT(err, Contains(tmp / "bad.json"));
 }
 
-TEST_CASE("cifar100 manifest prepared end to end keeps RGB pixels", "[paper]") {
+TEST_CASE("cifar100 manifest prepared end to end keeps RGB pixels", "[unit][paper]") {
   TempDir tmp;
   // 5 train records per class (so the 10% validation carve-out takes one) and 1 test record.
   std::vector<std::vector<int>> train, test;
@@ -383,7 +383,7 @@ TEST_CASE("cifar100 manifest prepared end to end keeps RGB pixels", "[paper]") {
   }
 }
 
-TEST_CASE("mat5: numeric variables, byte orders, compressed and small elements", "[paper]") {
+TEST_CASE("mat5: numeric variables, byte orders, compressed and small elements", "[unit][paper]") {
   TempDir tmp;
   for (bool big : {false, true}) {
     INFO("big endian: " << big);
@@ -422,7 +422,7 @@ TEST_CASE("mat5: numeric variables, byte orders, compressed and small elements",
   }
 }
 
-TEST_CASE("mat5: corrupt files give errors naming the file", "[paper]") {
+TEST_CASE("mat5: corrupt files give errors naming the file", "[unit][paper]") {
   TempDir tmp;
   MatWriter w;
   w.AddNumeric("labels", {1, 4}, {1, 2, 3, 4});
@@ -466,7 +466,7 @@ TEST_CASE("mat5: corrupt files give errors naming the file", "[paper]") {
   CHECK_THAT(err, Contains(tmp / "zshort.mat: inside the compressed element at byte 128"));
 }
 
-TEST_CASE("flowers102: official sets from setid.mat, labels from imagelabels.mat", "[paper]") {
+TEST_CASE("flowers102: official sets from setid.mat, labels from imagelabels.mat", "[unit][paper]") {
   TempDir tmp;
   WriteFlowersTree(tmp / "flowers102");
   Manifest m = LoadManifest(ShippedManifest("flowers102"));
@@ -498,7 +498,7 @@ TEST_CASE("flowers102: official sets from setid.mat, labels from imagelabels.mat
   CHECK(sum.split_sizes["test"] == 3);
 }
 
-TEST_CASE("flowers102: bad MAT contents name the file and variable", "[paper]") {
+TEST_CASE("flowers102: bad MAT contents name the file and variable", "[unit][paper]") {
   TempDir tmp;
   WriteFlowersTree(tmp / "flowers102");
   Manifest m = LoadManifest(ShippedManifest("flowers102"));
@@ -528,7 +528,7 @@ TEST_CASE("flowers102: bad MAT contents name the file and variable", "[paper]") 
   CHECK_THAT(err, Contains(tmp / "flowers102/jpg does not exist"));
 }
 
-TEST_CASE("cub200: official split, 1-based labels, class names from classes.txt", "[paper]") {
+TEST_CASE("cub200: official split, 1-based labels, class names from classes.txt", "[unit][paper]") {
   TempDir tmp;
   WriteCubTree(tmp / "CUB_200_2011", 12, {3, 4, 11, 12});
   Manifest m = LoadManifest(ShippedManifest("cub200"));
@@ -573,7 +573,7 @@ TEST_CASE("cub200: official split, 1-based labels, class names from classes.txt"
   CHECK(std::abs(px[2] - 50) <= 3);
 }
 
-TEST_CASE("cub200: inconsistent id tables give file:line errors", "[paper]") {
+TEST_CASE("cub200: inconsistent id tables give file:line errors", "[unit][paper]") {
   TempDir tmp;
   const std::string root = tmp / "CUB_200_2011";
   WriteCubTree(root, 4, {4});
@@ -611,7 +611,7 @@ TEST_CASE("cub200: inconsistent id tables give file:line errors", "[paper]") {
   CHECK_THAT(err, Contains("sources[0].split"));
 }
 
-TEST_CASE("tiny_imagenet manifest: train folders with images/, val list by wnid", "[paper]") {
+TEST_CASE("tiny_imagenet manifest: train folders with images/, val list by wnid", "[unit][paper]") {
   TempDir tmp;
   const std::string root = tmp / "tiny-imagenet-200";
   const std::vector<std::string> wnids{"n02124075", "n01443537"};  // wnids.txt order: unsorted
@@ -659,7 +659,7 @@ TEST_CASE("tiny_imagenet manifest: train folders with images/, val list by wnid"
   CHECK(found == 1);
 }
 
-TEST_CASE("oxford_pets manifest: list files with 1-based class ids", "[paper]") {
+TEST_CASE("oxford_pets manifest: list files with 1-based class ids", "[unit][paper]") {
   TempDir tmp;
   const std::string root = tmp / "oxford-iiit-pet";
   fs::create_directories(root + "/annotations");
@@ -684,7 +684,7 @@ TEST_CASE("oxford_pets manifest: list files with 1-based class ids", "[paper]") 
 }
 
 TEST_CASE("caltech101 and imagenet_sketch manifests: folders, BACKGROUND_Google excluded",
-          "[paper]") {
+          "[unit][paper]") {
   TempDir tmp;
   const std::string root = tmp / "caltech101/101_ObjectCategories";
   for (const char* cls : {"BACKGROUND_Google", "Faces_easy", "accordion"})

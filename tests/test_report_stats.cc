@@ -24,7 +24,7 @@ ReportRow Row(const std::string& model, std::vector<int64_t> seeds, std::vector<
 }
 }  // namespace
 
-TEST_CASE("report: paired differences per seed against hand values", "[report][stats]") {
+TEST_CASE("report: paired differences per seed against hand values", "[unit][report][stats]") {
   // Seeds 1, 2, 3: differences +1.00, -1.00, +1.00 points. Mean 1/3; sample std
   // sqrt(((2/3)^2 + (4/3)^2 + (2/3)^2) / 2) = sqrt(4/3) = 1.1547.
   ReportRow mlfd = Row("mlfd", {1, 2, 3}, {0.90, 0.92, 0.91}, {0.95, 0.96, 0.97});
@@ -48,7 +48,7 @@ TEST_CASE("report: paired differences per seed against hand values", "[report][s
   CHECK(Paired(mlfd, Row("y", {7}, {0.5}, {})).Summary().empty());
 }
 
-TEST_CASE("report: findings print the paired comparison and evaluate records the seed", "[report][stats][e2e]") {
+TEST_CASE("report: findings print the paired comparison and evaluate records the seed", "[stage][report][stats][e2e]") {
   TempDir tmp;
   auto eval = [&](const std::string& file, const std::string& name, int seed, double test, double val) {
     mlfd_test::WriteText(tmp / file, Msg(R"({"name": ")", name, R"(", "dataset": "d", "split": "test", "arch": "resnet18",

@@ -48,7 +48,7 @@ std::vector<std::string> Lines(const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("Python tools: every script names the Debian interpreter and is executable", "[tools]") {
+TEST_CASE("Python tools: every script names the Debian interpreter and is executable", "[unit][tools]") {
   auto scripts = PythonScripts();
   REQUIRE(scripts.size() >= 4);  // torch_to_h5, h5_to_torch, mlfd_torch, mlfd_deps (+ bench)
   for (const auto& s : scripts) {
@@ -60,7 +60,7 @@ TEST_CASE("Python tools: every script names the Debian interpreter and is execut
   }
 }
 
-TEST_CASE("Python tools: without torch or h5py one line naming the module and exit 1", "[tools]") {
+TEST_CASE("Python tools: without torch or h5py one line naming the module and exit 1", "[stage][tools]") {
   const std::string python = mlfd_test::SystemPython();
   TempDir tmp;
   const std::vector<std::string> scripts = PythonScripts();
@@ -96,7 +96,7 @@ TEST_CASE("Python tools: without torch or h5py one line naming the module and ex
   }
 }
 
-TEST_CASE("Python tools: with the Debian interpreter --help works through the shebang", "[tools]") {
+TEST_CASE("Python tools: with the Debian interpreter --help works through the shebang", "[stage][tools]") {
   for (const auto& s : PythonScripts()) {
     INFO(s);
     auto r = RunShell(s + " --help");  // run directly: the kernel reads the shebang

@@ -34,7 +34,7 @@ const char* kTiny = "-v 0 --threads 2 --device cpu --arch resnet18 --width 0.125
 
 }  // namespace
 
-TEST_CASE("metrics match hand-computed values", "[train][metrics]") {
+TEST_CASE("metrics match hand-computed values", "[unit][train][metrics]") {
   // 4 samples, 3 classes.
   torch::Tensor logits = torch::tensor({{2.0, 1.0, 0.0}, {0.0, 3.0, 0.0}, {1.0, 0.0, 0.5}, {0.0, 0.0, 0.0}});
   torch::Tensor labels = torch::tensor({0, 1, 2, 1}, torch::kInt64);
@@ -73,7 +73,7 @@ TEST_CASE("metrics match hand-computed values", "[train][metrics]") {
   CHECK_THROWS(ComputeMetrics(logits, torch::tensor({0, 1, 2, 3}, torch::kInt64), 3));
 }
 
-TEST_CASE("loader: every sample once per epoch, deterministic, normalised", "[train][loader]") {
+TEST_CASE("loader: every sample once per epoch, deterministic, normalised", "[stage][train][loader]") {
   TempDir tmp;
   std::string path = MakeStore(tmp, "ld", 3, 10, 8, 1, 1);
   auto store = std::make_shared<ImageStore>(ImageStore::Open(path));
@@ -126,7 +126,7 @@ TEST_CASE("loader: every sample once per epoch, deterministic, normalised", "[tr
   CHECK(steps == 6);
 }
 
-TEST_CASE("checkpoints: round trip and strict loading lists every problem", "[train][checkpoint]") {
+TEST_CASE("checkpoints: round trip and strict loading lists every problem", "[unit][train][checkpoint]") {
   TempDir tmp;
   ModelConfig c;
   c.arch = "resnet18";
@@ -182,7 +182,7 @@ TEST_CASE("checkpoints: round trip and strict loading lists every problem", "[tr
   CHECK_THROWS_WITH(LoadCheckpoint(tmp / "x.h5"), Catch::Contains("not an HDF5 file"));
 }
 
-TEST_CASE("train_teacher + evaluate end to end, with exact resume", "[train][e2e]") {
+TEST_CASE("train_teacher + evaluate end to end, with exact resume", "[stage][train][e2e]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 3, 20, 12, 1, 5);
   std::string common = Msg(kTiny, " --lr 0.05 --epochs 4 ", store);
@@ -236,7 +236,7 @@ TEST_CASE("train_teacher + evaluate end to end, with exact resume", "[train][e2e
   CHECK(ComputeMetrics(p.logits, p.labels, 3).top1 == Approx(j["metrics"]["top1"].get<double>()));
 }
 
-TEST_CASE("joint-training baseline: heads and concatenated label space", "[train][e2e]") {
+TEST_CASE("joint-training baseline: heads and concatenated label space", "[stage][train][e2e]") {
   TempDir tmp;
   std::string s1 = MakeStore(tmp, "one", 3, 12, 12, 1, 7);
   std::string s2 = MakeStore(tmp, "two", 2, 12, 12, 1, 8);
@@ -263,7 +263,7 @@ TEST_CASE("joint-training baseline: heads and concatenated label space", "[train
   }
 }
 
-TEST_CASE("train_teacher and evaluate: bad input", "[train][errors]") {
+TEST_CASE("train_teacher and evaluate: bad input", "[stage][train][errors]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "bad", 2, 6, 8, 1, 9);
   auto r = RunTool("train_teacher", Msg("--arch resnet19 --out ", tmp / "o.h5", " ", store));

@@ -12,7 +12,7 @@
 using namespace mlfd;
 using mlfd_test::TempDir;
 
-TEST_CASE("sha256 matches the FIPS 180-4 test vectors", "[util]") {
+TEST_CASE("sha256 matches the FIPS 180-4 test vectors", "[unit][util]") {
   CHECK(Sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(Sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(Sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
@@ -55,7 +55,7 @@ bool ParseArgs(CommandLine& cli, std::vector<std::string> args) {
 }
 }  // namespace
 
-TEST_CASE("options: a config file sets keys and the command line overrides it", "[util][options]") {
+TEST_CASE("options: a config file sets keys and the command line overrides it", "[unit][util][options]") {
   TempDir tmp;
   mlfd_test::WriteText(tmp / "cfg.json",
                        R"({"train": {"epochs": 7, "lr": 0.5, "nesterov": true, "levels": ["a", "b"]}})");
@@ -74,7 +74,7 @@ TEST_CASE("options: a config file sets keys and the command line overrides it", 
   CHECK(r["threads"].get<int>() >= 1);
 }
 
-TEST_CASE("options: unknown keys and bad values are usage errors", "[util][options]") {
+TEST_CASE("options: unknown keys and bad values are usage errors", "[unit][util][options]") {
   TempDir tmp;
   {
     DemoOptions o;
@@ -119,7 +119,7 @@ TEST_CASE("options: unknown keys and bad values are usage errors", "[util][optio
   }
 }
 
-TEST_CASE("options: missing positional argument", "[util][options]") {
+TEST_CASE("options: missing positional argument", "[unit][util][options]") {
   std::string a;
   CommandLine cli({"demo", "p", "demo <in>", "e"});
   cli.AddPositional("in", &a, "input");
@@ -130,13 +130,13 @@ TEST_CASE("options: missing positional argument", "[util][options]") {
   CHECK(a == "x.h5");
 }
 
-TEST_CASE("config tokens flatten nested objects and arrays", "[util][options]") {
+TEST_CASE("config tokens flatten nested objects and arrays", "[unit][util][options]") {
   auto t = ConfigToTokens(nlohmann::json::parse(R"({"a": 1, "b": {"c": "x", "d": [1, 2]}, "e": false})"), "cfg");
   CHECK(t == std::vector<std::string>{"--a=1", "--b.c=x", "--b.d=1", "--b.d=2", "--e=false"});
   CHECK_THROWS_AS(ConfigToTokens(nlohmann::json::array(), "cfg"), UsageError);
 }
 
-TEST_CASE("json view errors carry the file and key path", "[util]") {
+TEST_CASE("json view errors carry the file and key path", "[unit][util]") {
   auto j = nlohmann::json::parse(R"({"sources": [{"kind": "idx", "images": 3}], "image": {"size": "x"}})");
   JsonView v(j, "m.json");
   auto s = v.Array("sources");
@@ -154,7 +154,7 @@ TEST_CASE("json view errors carry the file and key path", "[util]") {
   CHECK(w.Int32("d", 3) == 3);
 }
 
-TEST_CASE("durations are formatted for people", "[util]") {
+TEST_CASE("durations are formatted for people", "[unit][util]") {
   CHECK(FormatDuration(7.25) == "7.2s");
   CHECK(FormatDuration(245) == "4m05s");
   CHECK(FormatDuration(3723) == "1h02m03s");

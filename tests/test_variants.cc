@@ -42,7 +42,7 @@ std::string Line(const std::string& section, const std::string& prefix) {
 
 }  // namespace
 
-TEST_CASE("report: ablation table of variant rows paired by seed against the base row", "[report][variants]") {
+TEST_CASE("report: ablation table of variant rows paired by seed against the base row", "[unit][report][variants]") {
   TempDir tmp;
   std::vector<std::string> files;
   auto write = [&](const std::string& name, int seed, double test, double val, const std::string& note = "") {

@@ -11,9 +11,10 @@
 #include "io/feature_cache.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
-#include "util/provenance.h"
 
 namespace mlfd {
+
+struct Provenance;  // util/provenance.h
 
 class ImageStore;
 

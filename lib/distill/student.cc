@@ -16,6 +16,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/options.h"
+#include "util/provenance.h"
 
 namespace mlfd {
 

@@ -15,6 +15,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/provenance.h"
 
 namespace mlfd {
 namespace h5 {

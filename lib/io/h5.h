@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "util/provenance.h"
-
 namespace mlfd {
+
+struct Provenance;  // util/provenance.h
 namespace h5 {
 
 enum class DType { kUInt8, kInt64, kFloat16, kFloat32, kFloat64 };

@@ -13,6 +13,7 @@
 #include "util/options.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/provenance.h"
 
 namespace mlfd {
 

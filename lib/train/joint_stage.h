@@ -9,9 +9,10 @@
 
 #include "train/teacher.h"
 #include "train/trainer.h"
-#include "util/provenance.h"
 
 namespace mlfd {
+
+struct Provenance;  // util/provenance.h
 
 struct BuildJointOptions {
   std::vector<std::string> levels;  // fusion level: one for all teachers, or one per teacher

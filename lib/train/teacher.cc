@@ -10,6 +10,7 @@
 #include "util/options.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/provenance.h"
 
 namespace mlfd {
 

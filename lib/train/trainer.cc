@@ -17,6 +17,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/progress.h"
+#include "util/provenance.h"
 
 namespace mlfd {
 

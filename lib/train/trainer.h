@@ -22,9 +22,10 @@
 #include "data/loader.h"
 #include "models/checkpoint.h"
 #include "train/optim.h"
-#include "util/provenance.h"
 
 namespace mlfd {
+
+struct Provenance;  // util/provenance.h
 
 struct TrainLoopOptions {
   int epochs = 10;
