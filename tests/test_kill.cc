@@ -41,10 +41,7 @@ using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 void Nap() { std::this_thread::sleep_for(std::chrono::milliseconds(10)); }
 
-std::string BinDir() {
-  const char* bin = std::getenv("MLFD_BIN_DIR");
-  return bin && *bin ? bin : MLFD_BIN_DIR;
-}
+std::string BinDir() { return MLFD_BIN_DIR; }
 
 std::string Tail(const std::string& s, size_t n = 3000) { return s.size() > n ? s.substr(s.size() - n) : s; }
 

@@ -49,10 +49,21 @@ void WriteText(const std::string& path, const std::string& text) {
   out << text;
 }
 
+const std::string& SourceDir() {
+  static const std::string dir = MLFD_TEST_SOURCE_DIR;
+  return dir;
+}
+
+const std::string& BuildBinDir() {
+  static const std::string dir = [] {
+    const char* bin = std::getenv("MLFD_BIN_DIR");
+    return std::string(bin && *bin ? bin : MLFD_TEST_BIN_DIR);
+  }();
+  return dir;
+}
+
 RunResult RunTool(const std::string& tool, const std::string& args) {
-  const char* bin = std::getenv("MLFD_BIN_DIR");
-  std::string dir = bin && *bin ? bin : MLFD_BIN_DIR;
-  return RunShell(dir + "/" + tool + " " + args);
+  return RunShell(BuildBinDir() + "/" + tool + " " + args);
 }
 
 RunResult RunPython(const std::string& dir, const std::string& code, const std::string& args) {

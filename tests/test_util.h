@@ -35,9 +35,18 @@ void WriteText(const std::string& path, const std::string& text);
 // The Debian python3 (with h5py/numpy/torch), not whatever python3 is first on PATH.
 std::string SystemPython();
 
+// The checkout's root and the folder of the stage binaries ($MLFD_BIN_DIR when set). The two
+// paths are compiled into test_util.cc alone, so no other test object depends on where the
+// checkout is and a second clone's build hits the compiler cache for them (docs/build.md).
+const std::string& SourceDir();
+const std::string& BuildBinDir();
+
 // A tiny, learnable image store written by prepare_data: class c images are dark noise with a
 // bright c-th vertical band. Splits 60/20/20 (stratified). Returns the store path.
 std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
                       int channels, uint64_t seed);
 
 }  // namespace mlfd_test
+
+#define MLFD_SOURCE_DIR (::mlfd_test::SourceDir())
+#define MLFD_BIN_DIR (::mlfd_test::BuildBinDir())
