@@ -537,6 +537,10 @@ TEST_CASE("Makefile.pipeline: the whole DAG on tiny data, reruns only what is ou
   CHECK(nothing.out.find("train_teacher") == std::string::npos);
   CHECK(nothing.out.find("bin/evaluate") == std::string::npos);
   CHECK(nothing.out.find("bin/report") == std::string::npos);
+  auto settled = mlfd_test::RunShell(make);  // a finished run settles: make runs nothing, -q says done
+  CHECK(settled.exit_code == 0);
+  CHECK(settled.out.find("Nothing to be done for 'all'") != std::string::npos);
+  CHECK(mlfd_test::RunShell(make + " -q").exit_code == 0);
 
   // Deleting T* reruns finetune_joint and what depends on it, nothing upstream.
   fs::remove(tmp / "run/seed1/joint/final.h5");
@@ -557,6 +561,7 @@ TEST_CASE("Makefile.pipeline: the whole DAG on tiny data, reruns only what is ou
   INFO(fixed.err.substr(fixed.err.size() > 2000 ? fixed.err.size() - 2000 : 0));
   CHECK(fixed.exit_code == 0);
   CHECK(mlfd_test::FileExists(tmp / "run/seed1/joint/final.h5"));
+  CHECK(mlfd_test::RunShell(make + " -q").exit_code == 0);
 }
 
 TEST_CASE("LevelPair::Parse: every field of a --pairs entry checked and a usage error naming it", "[unit][distill][options]") {

@@ -162,6 +162,40 @@ TEST_CASE("orphan temporaries of dead processes are removed and live ones kept",
   CHECK_FALSE(mlfd_test::FileExists(orphan));
 }
 
+TEST_CASE("two writers of one output: the second refuses naming the first, whose result is kept", "[stage][hygiene][io]") {
+  TempDir tmp;
+  std::string store = MakeStore(tmp, "toy", 3, 20, 12, 1, 5);
+  const std::string out = tmp / "t.h5", lock = tmp / ".t.h5.lock";
+  const std::string args = Msg(kTiny, " --epochs 150 --out ", out, " ", store);  // about 10 s
+  // The first writer in the background; the second starts while the first holds its output.
+  mlfd_test::RunShell(Msg("(", MLFD_BIN_DIR, "/train_teacher ", args, " > ", tmp / "first.out", " 2> ", tmp / "first.err",
+                          "; echo $? > ", tmp / "first.rc", ".new && mv ", tmp / "first.rc", ".new ", tmp / "first.rc", ") &"));
+  bool locked = false;
+  for (int i = 0; i < 600 && !locked; ++i) {  // up to 60 s for the first to start
+    locked = mlfd_test::FileExists(lock) && !mlfd_test::ReadText(lock).empty();
+    if (!locked) usleep(100000);
+  }
+  REQUIRE(locked);
+  const std::string first_pid = mlfd_test::ReadText(lock).substr(0, mlfd_test::ReadText(lock).find('\n'));
+  auto second = RunTool("train_teacher", args);
+  INFO(second.err);
+  CHECK(second.exit_code == 1);
+  CHECK(second.err == Msg("train_teacher: error: ", out, ": another process (pid ", first_pid,
+                          ") is writing this output; wait for it to finish or choose another output path\n"));
+  CHECK(second.out.empty());  // no summary of a checkpoint it did not write
+  for (int i = 0; i < 1200 && !mlfd_test::FileExists(tmp / "first.rc"); ++i) usleep(100000);
+  REQUIRE(mlfd_test::FileExists(tmp / "first.rc"));
+  INFO(mlfd_test::ReadText(tmp / "first.err"));
+  CHECK(mlfd_test::ReadText(tmp / "first.rc") == "0\n");
+  CHECK(h5::File::Open(out).GetStringAttr("/", "format") == kCheckpointFormat);
+  CHECK_FALSE(mlfd_test::FileExists(lock));  // removed when its holder exited
+  // A writer after the first has finished takes the output as usual.
+  auto later = RunTool("train_teacher", Msg(kTiny, " --epochs 1 --out ", out, " ", store));
+  INFO(later.err);
+  CHECK(later.exit_code == 0);
+  CHECK_FALSE(mlfd_test::FileExists(lock));
+}
+
 TEST_CASE("resume: changed options and a truncated last checkpoint are refused with the reason", "[stage][hygiene][train]") {
   TempDir tmp;
   std::string store = MakeStore(tmp, "toy", 3, 20, 12, 1, 5);

@@ -80,6 +80,19 @@ void WriteFakeStages(const TempDir& tmp, const std::vector<std::string>& except 
   WriteText(tmp / "vb.json", "{}");
 }
 
+// A stand-in extract_features in <tmp>/bin that records its call like the other stand-ins and
+// answers --print-levels with what decides levels here: the method and any --pairs inside each
+// --for-student string.
+void WriteFakeExtractFeatures(const TempDir& tmp) {
+  WriteText(tmp / "bin/extract_features",
+            Msg("#!/bin/sh\necho \"extract_features $*\" >> ", tmp / "calls.log",
+                "\nprev=; print=\nfor a; do\n  case \"$prev\" in --out) : > \"$a\" ;; esac\n"
+                "  [ \"$a\" = --print-levels ] && print=1\n  prev=$a\ndone\n"
+                "if [ -n \"$print\" ]; then for a; do case \"$a\" in *--method*) echo \"$a\" | "
+                "grep -o -e '--method [a-z_0-9]*' -e '--pairs [^ ]*' | tr '\\n' ' ';; esac; done; echo; fi\nexit 0\n"));
+  fs::permissions(tmp / "bin/extract_features", fs::perms::owner_all);
+}
+
 // The lines of <tmp>/calls.log written since the last call.
 class NewCalls {
  public:
@@ -324,15 +337,7 @@ TEST_CASE("Makefile.pipeline: changing a stage's options reruns exactly that sta
 TEST_CASE("Makefile.pipeline: derived cache levels follow the students that read each cache", "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   WriteFakeStages(tmp, {"extract_features"});
-  // The stand-in extract_features answers --print-levels with what decides levels here: the
-  // method and any --pairs inside each --for-student string.
-  WriteText(tmp / "bin/extract_features",
-            Msg("#!/bin/sh\necho \"extract_features $*\" >> ", tmp / "calls.log",
-                "\nprev=; print=\nfor a; do\n  case \"$prev\" in --out) : > \"$a\" ;; esac\n"
-                "  [ \"$a\" = --print-levels ] && print=1\n  prev=$a\ndone\n"
-                "if [ -n \"$print\" ]; then for a; do case \"$a\" in *--method*) echo \"$a\" | "
-                "grep -o -e '--method [a-z_]*' -e '--pairs [^ ]*' | tr '\\n' ' ';; esac; done; echo; fi\nexit 0\n"));
-  fs::permissions(tmp / "bin/extract_features", fs::perms::owner_all);
+  WriteFakeExtractFeatures(tmp);
   // No JOINT_CACHE_LEVELS / TEACHER_CACHE_LEVELS: the caches hold what their readers' methods read.
   WriteText(tmp / "d.mk", "DATASETS = va vb\nMETHODS = kd mlfd\nSTUDENT_OPTS = --epochs 3\nSTUDENT_SIGNALS = cached\n");
   const std::string run = tmp / "run";
@@ -409,14 +414,7 @@ TEST_CASE("Makefile.pipeline: every shipped pipeline settles, before and after i
           "[pipeline][hygiene-pipeline]") {
   TempDir tmp;
   WriteFakeStages(tmp, {"extract_features"});
-  // A stand-in extract_features that answers --print-levels (from the method of each --for-student).
-  WriteText(tmp / "bin/extract_features",
-            Msg("#!/bin/sh\necho \"extract_features $*\" >> ", tmp / "calls.log",
-                "\nprev=; print=\nfor a; do\n  case \"$prev\" in --out) : > \"$a\" ;; esac\n"
-                "  [ \"$a\" = --print-levels ] && print=1\n  prev=$a\ndone\n"
-                "if [ -n \"$print\" ]; then for a; do case \"$a\" in *--method*) echo \"$a\" | "
-                "grep -o -e '--method [a-z_0-9]*' | tr '\\n' ' ';; esac; done; echo; fi\nexit 0\n"));
-  fs::permissions(tmp / "bin/extract_features", fs::perms::owner_all);
+  WriteFakeExtractFeatures(tmp);
   NewCalls calls(tmp / "calls.log");
   // The shipped pipelines with three seeds, and one with cached signals and variants of each stage.
   WriteText(tmp / "cached.mk",

@@ -4,13 +4,16 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include "util/error.h"
@@ -658,6 +661,63 @@ void AtomicFile::Commit() {
   committed_ = true;
 }
 
+namespace {
+
+// The output locks this process holds: lock file path -> descriptor. Released (and the files
+// removed) when the process exits; a killed process's lock is released by the kernel, and its
+// file is reused by the next writer.
+std::mutex g_output_locks_mu;
+std::map<std::string, int> g_output_locks;
+
+void RemoveOutputLocks() {
+  std::lock_guard<std::mutex> guard(g_output_locks_mu);
+  for (auto& [file, fd] : g_output_locks) {
+    unlink(file.c_str());  // while still holding it: a waiting opener then sees a stale inode
+    close(fd);
+  }
+  g_output_locks.clear();
+}
+
+// Takes the exclusive lock of output `path` (the file .<name>.lock beside it) for the rest of
+// the process, or fails naming the process that holds it. Taking it again is a no-op.
+void LockOutput(const std::string& path, const std::string& dir) {
+  auto slash = path.rfind('/');
+  const std::string lock = Msg(dir, "/.", slash == std::string::npos ? path : path.substr(slash + 1), ".lock");
+  std::lock_guard<std::mutex> guard(g_output_locks_mu);
+  if (g_output_locks.count(lock)) return;
+  static std::once_flag at_exit_once;
+  std::call_once(at_exit_once, [] { std::atexit(RemoveOutputLocks); });
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error(Msg(path, ": cannot create its lock file ", lock, ": ", std::strerror(errno)));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {0};
+      ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+      close(fd);
+      std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+      pid.erase(std::remove_if(pid.begin(), pid.end(), [](char c) { return c < '0' || c > '9'; }), pid.end());
+      throw Error(Msg(path, ": another process", pid.empty() ? "" : " (pid " + pid + ")",
+                      " is writing this output; wait for it to finish or choose another output path"));
+    }
+    // The holder may have removed the file between our open and our lock: lock the file that is
+    // there now.
+    struct stat held, now;
+    if (fstat(fd, &held) == 0 && stat(lock.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev) {
+      const std::string me = std::to_string(getpid()) + "\n";
+      if (ftruncate(fd, 0) != 0 || pwrite(fd, me.data(), me.size(), 0) < 0) {
+        // The pid is only for the message of a second writer; the lock holds without it.
+      }
+      g_output_locks[lock] = fd;
+      return;
+    }
+    close(fd);
+  }
+  throw Error(Msg(path, ": could not take its lock file ", lock, " (it keeps being replaced)"));
+}
+
+}  // namespace
+
 void CheckOutputPath(const std::string& path, const std::string& expected_format) {
   if (path.empty()) throw UsageError("output path is empty");
   auto slash = path.rfind('/');
@@ -667,6 +727,7 @@ void CheckOutputPath(const std::string& path, const std::string& expected_format
     throw Error(Msg(path, ": output directory ", dir, " does not exist"));
   if (access(dir.c_str(), W_OK) != 0)
     throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+  LockOutput(path, dir);  // one writer per output (before looking at what is there)
   if (stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));
     std::string found;  // what the file is, for the message
