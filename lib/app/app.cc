@@ -2,6 +2,7 @@
 #include "app/app.h"
 
 #include <H5public.h>
+#include <signal.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -175,6 +176,9 @@ int RunMain(const std::string& app_name, const std::function<int()>& body) {
               << (code == kExitUsage ? " (see --help)" : "") << std::endl;
     return code;
   };
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG like a full disk, and ends in the
+  // same one-line error with the temporaries removed, instead of SIGXFSZ killing the process.
+  signal(SIGXFSZ, SIG_IGN);
   try {
     return body();
   } catch (const Error& e) {
