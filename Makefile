@@ -2,7 +2,7 @@
 # (scripts/install_deps.sh), configure and build with CMake, and fetch the demo data.
 #   make demo     run the demo pipeline (Makefile.pipeline, PIPELINE=demo) on real data
 #   make test     build and run the whole test suite (CTest): what CI runs
-#   make test-quick  build and run the quick tier only (CTest label `unit`, about a minute)
+#   make test-quick  build and run the quick tier only (CTest label `unit`, about 25 s)
 #   make build    configure and build only
 BUILD ?= build
 JOBS ?= $(shell nproc)

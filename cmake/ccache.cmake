@@ -37,7 +37,6 @@ elseif(MLFD_CCACHE)
     if(mlfd_base STREQUAL "/")
       set(mlfd_base "${CMAKE_SOURCE_DIR}")  # unrelated folders: hits across clones of the sources only
     endif()
-    set(MLFD_CCACHE_BASE_DIR "${mlfd_base}")
     set(mlfd_launcher "${MLFD_ENV_PROGRAM}" "CCACHE_BASEDIR=${mlfd_base}"
         "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
         "${MLFD_CCACHE_FOUND}")
