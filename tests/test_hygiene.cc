@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <sstream>
 #include <opencv2/imgcodecs.hpp>
 
 #include "io/feature_cache.h"
@@ -498,4 +499,43 @@ with open(path, 'r+b') as fp:
   auto es = RunTool("evaluate", Msg("-v 0 --device cpu ", tmp / "t.h5", " ", tmp / "bad_store.h5"));
   CHECK(es.exit_code == 1);
   CHECK(es.err.find("images: checksum mismatch") != std::string::npos);
+}
+
+TEST_CASE("stages tune glibc's allocator, leave a user's malloc settings alone, and train the same either way",
+          "[stage][hygiene][train]") {
+  TempDir tmp;
+  std::string store = MakeStore(tmp, "toy", 3, 20, 8, 1, 5);
+  const std::string args = Msg(kTinyNoSeed, " --seed 4 --epochs 2 --lr 0.05 --out ");
+  auto tuned = RunTool("train_teacher", args + tmp / "a.h5" + " " + store);
+  INFO(tuned.err);
+  REQUIRE(tuned.exit_code == 0);
+  const std::string user_env = "GLIBC_TUNABLES=glibc.malloc.perturb=0 ";
+  auto mine = mlfd_test::RunShell(user_env + MLFD_BIN_DIR + "/train_teacher " + args + tmp / "b.h5" + " " + store);
+  INFO(mine.err);
+  REQUIRE(mine.exit_code == 0);
+  // Same losses and accuracies, epoch by epoch, to the last bit.
+  auto epochs = [](const std::string& jsonl) {
+    std::vector<nlohmann::json> out;
+    std::istringstream in(jsonl);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) {
+        auto j = nlohmann::json::parse(line);
+        out.push_back({j.at("train_loss"), j.at("train_acc"), j.at("val_metric")});
+      }
+    return out;
+  };
+  auto a = epochs(mlfd_test::ReadText(tmp / "a.metrics.jsonl"));
+  REQUIRE(a.size() == 2);
+  CHECK(a == epochs(mlfd_test::ReadText(tmp / "b.metrics.jsonl")));
+  // Provenance says which allocator setting ran.
+  auto eval_json = [&](const std::string& env, const std::string& out) {
+    auto r = mlfd_test::RunShell(env + MLFD_BIN_DIR + "/evaluate -v 0 --split val --out " + out + " " + tmp / "a.h5" +
+                                 " " + store);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(mlfd_test::ReadText(out)).at("provenance").at("allocator").get<std::string>();
+  };
+  CHECK(eval_json("", tmp / "e1.json") == "glibc, mmap threshold 32 MiB, trim threshold 1 GiB");
+  CHECK(eval_json(user_env, tmp / "e2.json") == "glibc, the user's environment settings");
+  CHECK(eval_json("MALLOC_TRIM_THRESHOLD_=0 ", tmp / "e3.json") == "glibc, the user's environment settings");
 }

@@ -1,6 +1,9 @@
 // ImageStore: validated read access to prepare_data's output.
 #include "data/image_store.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "util/error.h"
 #include "util/sha256.h"
 
@@ -70,12 +73,22 @@ void ImageStore::ReadRows(int64_t row, int64_t n, uint8_t* out) const {
 
 void ImageStore::ReadIndices(const std::vector<int64_t>& indices, uint8_t* out) const {
   const int64_t bytes = image_bytes();
-  size_t i = 0;
-  while (i < indices.size()) {
-    size_t j = i + 1;
-    while (j < indices.size() && indices[j] == indices[j - 1] + 1) ++j;
-    ReadRows(indices[i], static_cast<int64_t>(j - i), out + static_cast<int64_t>(i) * bytes);
-    i = j;
+  // One open dataset for the whole list (h5::File::ReadRowList): its chunk cache then decompresses
+  // each chunk once, where a read per run reopened the dataset and decompressed a chunk per run.
+  if (std::is_sorted(indices.begin(), indices.end()) &&
+      std::adjacent_find(indices.begin(), indices.end()) == indices.end()) {
+    file_->ReadRowList("images", indices, out, h5::DType::kUInt8);
+    return;
+  }
+  std::vector<int64_t> rows = indices;
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  std::vector<uint8_t> got(rows.size() * static_cast<size_t>(bytes));
+  file_->ReadRowList("images", rows, got.data(), h5::DType::kUInt8);
+  for (size_t i = 0; i < indices.size(); ++i) {
+    size_t k = static_cast<size_t>(std::lower_bound(rows.begin(), rows.end(), indices[i]) - rows.begin());
+    std::memcpy(out + static_cast<int64_t>(i) * bytes, got.data() + k * static_cast<size_t>(bytes),
+                static_cast<size_t>(bytes));
   }
 }
 
