@@ -3,6 +3,7 @@
 
 #include "train/joint_stage.h"
 #include "app/app.h"
+#include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
 
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
     if (out.empty()) throw mlfd::UsageError("--out is required");
     if (teachers.empty()) throw mlfd::UsageError("give at least one --teacher");
     opts.Check();
+    for (const auto& t : teachers) mlfd::DeclareInput("--teacher", t);  // before the output is checked
     std::cout << mlfd::BuildJoint(teachers, out, opts, mlfd::MakeProvenance(cli)).dump() << std::endl;
     return 0;
   });

@@ -3,6 +3,7 @@
 
 #include "distill/student.h"
 #include "app/app.h"
+#include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
 
@@ -32,6 +33,11 @@ int main(int argc, char** argv) {
     if (out.empty()) throw mlfd::UsageError("--out is required");
     if (teachers.empty() && opts.method != "ce") throw mlfd::UsageError("--teacher is required");
     opts.Check();
+    // The inputs, before the outputs are checked.
+    for (const auto& t : teachers) mlfd::DeclareInput("--teacher", t);
+    if (!opts.like.empty()) mlfd::DeclareInput("--like", opts.like);
+    for (const auto& f : opts.features) mlfd::DeclareInput("--features", f);
+    mlfd::DeclareInput("store", store);
     mlfd::TrainResult r = mlfd::DistillStudent(teachers, store, out, opts, mlfd::MakeProvenance(cli));
     std::cout << mlfd::TrainResultJson(out, r, {{"method", opts.method}}).dump() << std::endl;
     return 0;

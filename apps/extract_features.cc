@@ -3,6 +3,7 @@
 
 #include "distill/extract_features.h"
 #include "app/app.h"
+#include "util/file_roles.h"
 #include "util/options.h"
 #include "util/error.h"
 #include "util/provenance.h"
@@ -38,6 +39,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (out.empty()) throw mlfd::UsageError("--out is required");
+    mlfd::DeclareInput("model", model);  // before the output is checked
+    mlfd::DeclareInput("store", store);
     std::cout << mlfd::ExtractFeatures(model, store, out, opts, mlfd::MakeProvenance(cli)).dump() << std::endl;
     return 0;
   });

@@ -3,6 +3,7 @@
 
 #include "train/joint_stage.h"
 #include "app/app.h"
+#include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
 
@@ -29,6 +30,10 @@ int main(int argc, char** argv) {
     if (!cli.Parse(argc, argv)) return 0;
     if (out.empty()) throw mlfd::UsageError("--out is required");
     opts.Check();
+    // The inputs, before the outputs are checked.
+    mlfd::DeclareInput("the initial joint teacher", init);
+    for (const auto& s : stores) mlfd::DeclareInput("store", s);
+    for (const auto& f : opts.features) mlfd::DeclareInput("--features", f);
     mlfd::TrainResult r = mlfd::FinetuneJoint(init, stores, out, opts, mlfd::MakeProvenance(cli));
     std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
     return 0;

@@ -4,7 +4,9 @@
 #include "eval/report.h"
 #include "app/app.h"
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/fs.h"
+#include "util/staged_files.h"
 
 int main(int argc, char** argv) {
   return mlfd::RunMain("report", [&] {
@@ -28,13 +30,18 @@ int main(int argc, char** argv) {
         "title", mlfd::po::value(&title)->default_value(title), "report title");
     cli.AddPositionalList("eval", &files, "evaluate JSON files");
     if (!cli.Parse(argc, argv)) return 0;
+    for (const auto& f : files) mlfd::DeclareInput("evaluation", f);
+    if (!md.empty()) mlfd::CheckTextOutput("--md", md, mlfd::OutputKind::kMarkdown);
+    if (!html.empty()) mlfd::CheckTextOutput("--html", html, mlfd::OutputKind::kHtml);
     auto tables = mlfd::GatherReport(files);
     std::string text = mlfd::ReportMarkdown(tables, title);
-    if (!md.empty()) mlfd::WriteTextAtomic(md, text);
+    mlfd::StagedFiles staged;  // both written, then renamed together: a failure leaves neither
+    if (!md.empty()) staged.Add(md, text);
     if (!html.empty()) {
       std::string dir = html.find('/') == std::string::npos ? "." : html.substr(0, html.rfind('/'));
-      mlfd::WriteTextAtomic(html, mlfd::ReportHtml(tables, title, dir));
+      staged.Add(html, mlfd::ReportHtml(tables, title, dir));
     }
+    staged.Commit();
     std::cout << text;
     return 0;
   });

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "train/teacher.h"
+#include "util/file_roles.h"
 #include "util/error.h"
 #include "app/app.h"
 #include "util/provenance.h"
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
     if (!cli.Parse(argc, argv)) return 0;
     if (out.empty()) throw mlfd::UsageError("--out is required");
     opts.Check();
+    for (const auto& s : stores) mlfd::DeclareInput("store", s);  // before the outputs are checked
     mlfd::TrainResult r = mlfd::TrainTeacher(stores, out, opts, mlfd::MakeProvenance(cli));
     std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
     return 0;

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -167,6 +168,42 @@ TEST_CASE("build_joint --residual-logits: T* starts as each dataset's own teache
   torch::Tensor x = torch::rand({4, 1, 12, 12});
   const auto& h = ta.meta.datasets[0];
   CHECK(MaxRelErr(ck.net->forward(x, 0), ta.net->forward((x - h.mean[0]) / h.std[0], 0)) < 1e-5);
+}
+
+TEST_CASE("scripts/joint_search.sh: one T* per variant, a table of validation gains over the teachers",
+          "[stage][joint]") {
+  Group& g = SharedGroup();
+  std::string init = g.tmp / "j_search.h5", dir = g.tmp / "search";
+  auto b = RunTool("build_joint", Msg("-v 0 --residual-logits --adaptor-dim 8 --out ", init, " --teacher ", g.ta,
+                                      " --teacher ", g.tb));
+  REQUIRE(b.exit_code == 0);
+  const std::string cmd = Msg("cd ", MLFD_SOURCE_DIR, " && BIN=", MLFD_BIN_DIR, " scripts/joint_search.sh --init ", init,
+                              " --out-dir ", dir, " --base '--threads 2 --batch-size 16 --workers 1 --epochs 2 --seed 1'",
+                              " --variant base= --variant 'slow=--lr 1e-5' ", g.a, " ", g.b);
+  auto r = mlfd_test::RunShell(cmd);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("| variant | options | best epoch | dsa val (gain over teacher) | dsb val (gain over teacher) |") !=
+        std::string::npos);
+  CHECK(r.out.find("| base | - | ") != std::string::npos);
+  CHECK(r.out.find("| slow | --lr 1e-5 | ") != std::string::npos);
+  // The gains are finetune_joint's own: the table's number for the base variant is its log's.
+  std::ifstream in(dir + "/base.metrics.jsonl");
+  double best = -1, gain = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["val_metric"].get<double>() > best) best = j["val_metric"], gain = j["val_dsa_gain_over_teacher"];
+  }
+  char cell[32];
+  std::snprintf(cell, sizeof(cell), "(%+.2f)", 100 * gain);
+  CHECK(r.out.find(cell) != std::string::npos);
+  // Finished variants are not rerun; a variant repeating a base option is the stage's usage error.
+  auto again = mlfd_test::RunShell(cmd);
+  CHECK(again.exit_code == 0);
+  CHECK(again.err.find("base done already") != std::string::npos);
+  auto twice = mlfd_test::RunShell(Msg(cmd, " --variant 'dup=--epochs 3'"));
+  CHECK(twice.exit_code != 0);
+  CHECK(twice.err.find("cannot be specified more than once") != std::string::npos);
 }
 
 TEST_CASE("extract_features: the cache equals a direct forward pass, stale caches are refused", "[stage][features]") {

@@ -239,12 +239,13 @@ TEST_CASE("outputs: a corrupt or foreign file in the way is named for what it is
   fs::copy_file(tmp / "t.h5", tmp / "cut.h5");
   fs::resize_file(tmp / "cut.h5", 1000);
   mlfd_test::WriteText(tmp / "text.h5", "my notes");
+  fs::copy_file(store, tmp / "other_store.h5");  // a store that is not this command's input
   struct Case {
     std::string path, says;
   };
   for (const Case& c : {Case{tmp / "cut.h5", "exists and is an unreadable HDF5 file (truncated or corrupt)"},
                         Case{tmp / "text.h5", "exists and is not an HDF5 file"},
-                        Case{store, "exists and is a mlfd.image_store file, not a mlfd.checkpoint file"}}) {
+                        Case{tmp / "other_store.h5", "exists and is a mlfd.image_store file, not a mlfd.checkpoint file"}}) {
     auto size = fs::file_size(c.path);
     auto e = RunTool("train_teacher", Msg(kTiny, " --epochs 1 --out ", c.path, " ", store));
     INFO(e.err);
@@ -538,4 +539,44 @@ TEST_CASE("stages tune glibc's allocator, leave a user's malloc settings alone, 
   CHECK(eval_json("", tmp / "e1.json") == "glibc, mmap threshold 32 MiB, trim threshold 1 GiB");
   CHECK(eval_json(user_env, tmp / "e2.json") == "glibc, the user's environment settings");
   CHECK(eval_json("MALLOC_TRIM_THRESHOLD_=0 ", tmp / "e3.json") == "glibc, the user's environment settings");
+}
+
+TEST_CASE("train_teacher --val-every: validation on every N-th and the last epoch, the training unchanged",
+          "[stage][train]") {
+  TempDir tmp;
+  std::string store = MakeStore(tmp, "toy", 3, 20, 8, 1, 6);
+  const std::string args = Msg(kTinyNoSeed, " --seed 5 --epochs 5 --lr 0.05");
+  auto every = RunTool("train_teacher", Msg(args, " --out ", tmp / "a.h5 ", store));
+  auto sparse = RunTool("train_teacher", Msg(args, " --val-every 2 --out ", tmp / "b.h5 ", store));
+  INFO(every.err << sparse.err);
+  REQUIRE(every.exit_code == 0);
+  REQUIRE(sparse.exit_code == 0);
+  auto lines = [](const std::string& jsonl) {
+    std::vector<nlohmann::json> out;
+    std::istringstream in(jsonl);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    return out;
+  };
+  auto a = lines(mlfd_test::ReadText(tmp / "a.metrics.jsonl")), b = lines(mlfd_test::ReadText(tmp / "b.metrics.jsonl"));
+  REQUIRE(a.size() == 5);
+  REQUIRE(b.size() == 5);
+  int best = 0;
+  double best_val = -1;
+  for (size_t e = 0; e < 5; ++e) {
+    INFO("epoch " << e + 1);
+    CHECK(b[e]["train_loss"] == a[e]["train_loss"]);  // the same training, bit for bit
+    const bool validated = (e + 1) % 2 == 0 || e + 1 == 5;
+    CHECK(b[e].contains("val_metric") == validated);
+    if (validated) {
+      CHECK(b[e]["val_metric"] == a[e]["val_metric"]);
+      if (a[e]["val_metric"].get<double>() > best_val) best_val = a[e]["val_metric"], best = static_cast<int>(e + 1);
+    }
+  }
+  auto summary = nlohmann::json::parse(sparse.out);
+  CHECK(summary["best_epoch"] == best);  // the best among the validated epochs
+  CHECK(sparse.err.find("not validated") == std::string::npos);  // -v 0
+  auto bad = RunTool("train_teacher", Msg(args, " --val-every 0 --out ", tmp / "c.h5 ", store));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--val-every: must be >= 1") != std::string::npos);
 }

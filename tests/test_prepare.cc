@@ -263,9 +263,10 @@ TEST_CASE("prepare_data: usage errors exit 2, --help exits 0, users' files are k
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("refusing to overwrite") != std::string::npos);
   CHECK(mlfd_test::ReadText(tmp / "mine.h5") == "precious");
-  // The manifest itself as output (a classic slip) is refused too.
+  // The manifest itself as output (a classic slip) is refused too, as an output onto an input.
   r = RunTool("prepare_data", "-v 0 " + (tmp / "m.json") + " " + (tmp / "m.json"));
-  CHECK(r.exit_code == 1);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("is the same file as the input manifest") != std::string::npos);
 }
 
 namespace {
@@ -376,4 +377,12 @@ print(int(ref[0].astype(np.int64).sum()))
   for (auto v : px) sum += v;
   CHECK(std::to_string(sum) + "\n" == py.out);
   CHECK(s.labels()[0] == 9);
+}
+
+TEST_CASE("prepare_data options: a negative --max-train-per-class is refused, not read as 0", "[unit][prepare]") {
+  mlfd::PrepareOptions o;
+  o.max_train_per_class = -1;
+  CHECK_THROWS_WITH(o.Check(), Catch::Contains("--max-train-per-class: must be >= 0"));
+  o.max_train_per_class = 0;
+  CHECK_NOTHROW(o.Check());
 }

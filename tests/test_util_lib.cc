@@ -2,6 +2,10 @@
 // Check() reporting every problem, JSON key paths in errors, progress formatting.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <sstream>
+#include <thread>
+
 #include "test_util.h"
 #include "app/app.h"
 #include "util/error.h"
@@ -158,4 +162,47 @@ TEST_CASE("durations are formatted for people", "[unit][util]") {
   CHECK(FormatDuration(7.25) == "7.2s");
   CHECK(FormatDuration(245) == "4m05s");
   CHECK(FormatDuration(3723) == "1h02m03s");
+}
+
+TEST_CASE("options: numbers that would silently mean something else are usage errors", "[unit][util][options]") {
+  TempDir tmp;
+  auto parse = [](std::vector<std::string> args) {
+    DemoOptions o;
+    uint64_t seed = 0;
+    CommandLine cli({"demo", "p", "u", "e"});
+    o.Register(cli.options(), "");
+    cli.options().add_options()("seed", po::value(&seed)->default_value(0), "seed");
+    args.insert(args.begin(), "demo");
+    args.push_back("-v");
+    args.push_back("0");
+    ParseArgs(cli, args);
+    return std::make_pair(seed, cli.Resolved());
+  };
+  CHECK(parse({"--seed", "7"}).first == 7);
+  // A negative seed used to wrap to 2^64-1.
+  CHECK_THROWS_WITH(parse({"--seed", "-1"}), Catch::Contains("--seed: must be a number >= 0 (got '-1')"));
+  CHECK_THROWS_AS(parse({"--seed=-3"}), UsageError);
+  // nan and inf parse as doubles; they are refused.
+  CHECK_THROWS_WITH(parse({"--lr", "nan"}), Catch::Contains("--lr: must be a finite number"));
+  CHECK_THROWS_WITH(parse({"--lr", "inf"}), Catch::Contains("--lr: must be a finite number"));
+  mlfd_test::WriteText(tmp / "neg.json", R"({"seed": -2})");
+  CHECK_THROWS_WITH(parse({"--config", tmp / "neg.json"}), Catch::Contains("--seed: must be a number >= 0"));
+  // A key given twice in a --config file (JSON keeps the last silently).
+  mlfd_test::WriteText(tmp / "twice.json", R"({"epochs": 3, "lr": 0.1, "epochs": 5})");
+  CHECK_THROWS_WITH(parse({"--config", tmp / "twice.json"}), Catch::Contains("key \"epochs\" is given twice"));
+  // More threads than cores: bounded, with a warning.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  CHECK(parse({"--threads", "10000"}).second["threads"] == cores);
+}
+
+TEST_CASE("json: a key given twice in one object is refused, in nested objects too", "[unit][util][json]") {
+  auto parse = [](const std::string& text) {
+    std::istringstream in(text);
+    return ParseJsonOnce(in, "m.json");
+  };
+  CHECK(parse(R"({"a": {"x": 1}, "b": [{"x": 2}, {"x": 3}]})")["b"][1]["x"] == 3);  // equal keys in sibling objects
+  CHECK_THROWS_WITH(parse(R"({"image": {"size": 14}, "image": {"size": 28}})"),
+                    Catch::Contains("m.json: key \"image\" is given twice in one object"));
+  CHECK_THROWS_WITH(parse(R"({"sources": [{"kind": "idx", "kind": "folder"}]})"), Catch::Contains("\"kind\" is given twice"));
+  CHECK_THROWS_WITH(parse(R"({"a": )"), Catch::Contains("m.json: malformed JSON"));
 }

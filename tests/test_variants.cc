@@ -1,4 +1,4 @@
-// Ablation variants: Makefile.pipeline's VARIANTS (VARIANT_STAGE_<v>, VARIANT_OPTS_<v>) train each
+// Ablation variants: Makefile.pipeline's VARIANTS (VARIANT_STAGE_<v>, VARIANT_OPTS_<v>, VARIANT_DROP_<v>) train each
 // variant per seed under seed<s>/variants/<v>/ and evaluate it as <model>@<v>; the report keeps those
 // rows out of the main table and prints an ablation table per dataset, paired by seed against the
 // base row.
@@ -217,6 +217,34 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
   CHECK(ft.out.find("--out " + tmp / "run/seed2/variants/ft/joint/final.h5 " + tmp / "run/seed2/joint/init.h5") !=
         std::string::npos);
   CHECK(ft.out.find("--name joint@ft --note 'finetune_joint --lr 0.001'") != std::string::npos);
+  // VARIANT_DROP_<v>: base options the variant leaves out, in its stage only; the note says so.
+  auto drop = mlfd_test::RunShell(make + " -n VARIANTS='t8 res plain' JOINT_BUILD_OPTS='--adaptor-dim=8 --residual-logits'"
+                                         " VARIANT_STAGE_plain=joint VARIANT_DROP_plain='--residual-logits --adaptor-dim=8'"
+                                         " VARIANT_OPTS_plain=--adaptor-dim=4 VARIANT_OPTS_res=--dropout=0.2");
+  INFO(drop.out << drop.err);
+  REQUIRE(drop.exit_code == 0);
+  auto line_with = [](const std::string& text, const std::string& what) {
+    size_t at = text.find(what);
+    if (at == std::string::npos) return std::string();
+    size_t begin = text.rfind('\n', at);
+    begin = begin == std::string::npos ? 0 : begin + 1;
+    return text.substr(begin, text.find('\n', at) - begin);
+  };
+  std::string plain_build = line_with(drop.out, "--out " + tmp / "run/seed2/variants/plain/joint/init.h5");
+  REQUIRE_FALSE(plain_build.empty());
+  CHECK(plain_build.find("--residual-logits") == std::string::npos);
+  CHECK(plain_build.find("--adaptor-dim=8") == std::string::npos);
+  CHECK(plain_build.find(" --adaptor-dim=4 --seed 2 ") != std::string::npos);
+  // The base T* and the other variant keep the dropped options.
+  CHECK(line_with(drop.out, "--out " + tmp / "run/seed2/variants/res/joint/init.h5")
+            .find("--adaptor-dim=8 --residual-logits --dropout=0.2 --seed 2") != std::string::npos);
+  CHECK(line_with(drop.out, "--out " + tmp / "run/seed2/joint/init.h5").find("--adaptor-dim=8 --residual-logits --seed 2") !=
+        std::string::npos);
+  CHECK(drop.out.find("--name joint@plain --note 'build_joint without --residual-logits --adaptor-dim=8, with --adaptor-dim=4'") !=
+        std::string::npos);
+  auto typo = mlfd_test::RunShell(make + " -n VARIANT_DROP_t8=--temprature");
+  CHECK(typo.exit_code != 0);
+  CHECK(typo.err.find("VARIANT_DROP_t8: '--temprature' is not in the student stage's options") != std::string::npos);
   // Unknown stages and malformed names stop make at once.
   auto bad = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_STAGE_x=teacher");
   CHECK(bad.exit_code != 0);

@@ -8,6 +8,7 @@
 #include <torch/version.h>
 
 #include <boost/version.hpp>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -19,6 +20,8 @@
 
 #include "build_info.h"
 #include "util/error.h"
+#include "util/file_roles.h"
+#include "util/json_view.h"
 #include "util/log.h"
 
 namespace mlfd {
@@ -40,6 +43,37 @@ void CommandLine::AddPositionalList(const std::string& name, std::vector<std::st
 
 // No abbreviations: --epoch must not silently mean --epochs.
 constexpr int kParserStyle = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+
+namespace {
+
+// Values Boost converts without complaint but which mean something else: a negative number given
+// to an unsigned option wraps around (--seed -1 became 2^64-1), and nan or inf pass as floating
+// point numbers (--w-kd nan then meant "the method's default"). `given` are the options as
+// written (command line or --config), `where` prefixes the message.
+void CheckNumbers(const po::variables_map& vm, const std::vector<po::option>& given, const std::string& where) {
+  for (const auto& o : given) {
+    auto it = vm.find(o.string_key);
+    if (it == vm.end() || it->second.empty()) continue;
+    const std::type_info& t = it->second.value().type();
+    const bool is_unsigned = t == typeid(uint64_t) || t == typeid(uint32_t) || t == typeid(uint16_t) ||
+                             t == typeid(unsigned long long) || t == typeid(unsigned long);
+    if (!is_unsigned) continue;
+    for (const auto& v : o.value)
+      if (v.find('-') != std::string::npos)
+        throw UsageError(Msg(where, "--", o.string_key, ": must be a number >= 0 (got '", v, "')"));
+  }
+  for (const auto& [key, value] : vm) {
+    if (value.empty()) continue;
+    const boost::any& a = value.value();
+    double d = 0;
+    if (a.type() == typeid(double)) d = boost::any_cast<double>(a);
+    else if (a.type() == typeid(float)) d = boost::any_cast<float>(a);
+    else continue;
+    if (!std::isfinite(d)) throw UsageError(Msg(where, "--", key, ": must be a finite number (got ", d, ")"));
+  }
+}
+
+}  // namespace
 
 bool CommandLine::Parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) command_line_ += (i ? " " : "") + std::string(argv[i]);
@@ -67,8 +101,10 @@ bool CommandLine::Parse(int argc, char** argv) {
   po::options_description all;
   all.add(options_).add(common).add(hidden);
 
+  po::parsed_options given(&all);
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).style(kParserStyle).run(), vm_);
+    given = po::command_line_parser(argc, argv).options(all).positional(pos).style(kParserStyle).run();
+    po::store(given, vm_);
   } catch (const po::error& e) {
     throw UsageError(e.what());
   }
@@ -100,13 +136,15 @@ bool CommandLine::Parse(int argc, char** argv) {
     if (!in) throw UsageError(Msg("--config: cannot open ", path));
     nlohmann::json cfg;
     try {
-      in >> cfg;
-    } catch (const nlohmann::json::exception& e) {
-      throw UsageError(Msg("--config ", path, ": malformed JSON: ", e.what()));
+      cfg = ParseJsonOnce(in, "--config " + path);  // a key given twice is refused
+    } catch (const Error& e) {
+      throw UsageError(e.what());
     }
     std::vector<std::string> tokens = ConfigToTokens(cfg, path);
     try {
-      po::store(po::command_line_parser(tokens).options(all).style(kParserStyle).run(), vm_);
+      po::parsed_options from_config = po::command_line_parser(tokens).options(all).style(kParserStyle).run();
+      po::store(from_config, vm_);
+      CheckNumbers(vm_, from_config.options, Msg("--config ", path, ": "));
     } catch (const po::error& e) {
       throw UsageError(Msg("--config ", path, ": ", e.what()));
     }
@@ -123,8 +161,16 @@ bool CommandLine::Parse(int argc, char** argv) {
     throw UsageError(Msg("expected at least ", list_min_, " <", list_name_, "> argument(s); usage: ",
                          info_.usage));
   if (threads_ < 0) throw UsageError("--threads: must be >= 0");
+  CheckNumbers(vm_, given.options, "");
 
   SetVerbosity(verbosity_);
+  // More compute threads than cores only adds switching (10,000 once started 1,400 threads and
+  // stalled): bounded by the machine's cores, with a warning.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads_ > cores) {
+    MLOG(WARNING) << "--threads " << threads_ << " is more than this machine's " << cores << " cores; using " << cores;
+    threads_ = cores;
+  }
   // OpenCV's own warnings (e.g. on an unreadable image) would break our one-line errors.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
   threads_ = SetThreadCount(threads_);
@@ -210,6 +256,7 @@ int RunMain(const std::string& app_name, const std::function<int()>& body) {
   // same one-line error with the temporaries removed, instead of SIGXFSZ killing the process.
   signal(SIGXFSZ, SIG_IGN);
   TuneAllocator();
+  FileRoleTracking file_roles;  // what the command reads and writes: an output never replaces an input
   try {
     return body();
   } catch (const Error& e) {

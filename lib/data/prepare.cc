@@ -19,6 +19,7 @@
 
 #include "data/image_store.h"
 #include "io/h5.h"
+#include "util/file_roles.h"
 #include "util/options.h"
 #include "util/error.h"
 #include "util/json_view.h"
@@ -53,6 +54,7 @@ void PrepareOptions::Check(const std::string& prefix) const {
   OptionChecker c(prefix);
   c.Require(gzip >= 0 && gzip <= 9, "gzip", "must be in 0..9");
   c.Require(block >= 1, "block", "must be >= 1");
+  c.Require(max_train_per_class >= 0, "max-train-per-class", "must be >= 0 (0 = the manifest's setting)");
   c.Throw();
 }
 
@@ -239,8 +241,9 @@ void ResolveLabels(std::vector<RawSample>& samples, const std::vector<std::strin
 
 PrepareSummary PrepareData(const std::string& manifest_path, const std::string& out_path,
                            const PrepareOptions& opts, Provenance provenance, int threads) {
-  Manifest m = LoadManifest(manifest_path);
+  DeclareInput("manifest", manifest_path);
   h5::CheckOutputPath(out_path, kImageStoreFormat);
+  Manifest m = LoadManifest(manifest_path);
   provenance.AddInput("manifest", manifest_path);
 
   // 1. List samples.

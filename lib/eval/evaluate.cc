@@ -2,6 +2,7 @@
 #include "eval/evaluate.h"
 
 #include <algorithm>
+#include <memory>
 
 #include <sstream>
 
@@ -14,8 +15,10 @@
 #include "util/options.h"
 #include "models/device.h"
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/staged_files.h"
 
 namespace mlfd {
 
@@ -48,7 +51,8 @@ void EvaluateOptions::Check() const {
 }
 
 namespace {
-void PlotCurves(const std::string& metrics_path, const std::string& png, const std::string& title) {
+// The accuracy and the loss curves of a training run (from its metrics file), as two PNGs.
+std::pair<std::string, std::string> CurvesPngs(const std::string& metrics_path, const std::string& title) {
   std::istringstream in(ReadTextFile(metrics_path));
   std::string line;
   Series train_loss{"train loss", {}, {}}, train_acc{"train acc", {}, {}}, val_acc{"val (selection metric)", {}, {}};
@@ -62,14 +66,29 @@ void PlotCurves(const std::string& metrics_path, const std::string& png, const s
     if (j.contains("val_metric")) val_acc.x.push_back(e), val_acc.y.push_back(j["val_metric"].get<double>());
   }
   if (train_loss.x.empty()) throw Error(Msg(metrics_path, ": no epochs recorded"));
-  std::string stem = StripExtension(png);
-  PlotLines({train_acc, val_acc}, title + ": accuracy", "epoch", "top-1", png);
-  PlotLines({train_loss}, title + ": training loss", "epoch", "loss", stem + ".loss.png");
+  return {LinesPng({train_acc, val_acc}, title + ": accuracy", "epoch", "top-1"),
+          LinesPng({train_loss}, title + ": training loss", "epoch", "loss")};
 }
 }  // namespace
 
 nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_path,
                         const EvaluateOptions& opts, const nlohmann::json& provenance) {
+  // What the command reads and writes, checked before any work: no output may replace an input or
+  // another output, or a file of another kind.
+  DeclareInput("checkpoint", checkpoint);
+  DeclareInput("store", store_path);
+  const bool curves = !opts.curves_png.empty();
+  const std::string metrics_file =
+      !curves ? "" : opts.metrics_file.empty() ? StripExtension(checkpoint) + ".metrics.jsonl" : opts.metrics_file;
+  const std::string loss_png = curves ? StripExtension(opts.curves_png) + ".loss.png" : "";
+  if (curves) DeclareInput("metrics file", metrics_file);
+  if (!opts.out.empty()) CheckTextOutput("--out", opts.out, OutputKind::kJson);
+  if (!opts.confusion_png.empty()) CheckTextOutput("--confusion-png", opts.confusion_png, OutputKind::kPng);
+  if (curves) {
+    CheckTextOutput("--curves-png", opts.curves_png, OutputKind::kPng);
+    CheckTextOutput("the loss plot of --curves-png", loss_png, OutputKind::kPng, /*ours_only=*/true);
+  }
+  if (!opts.logits_out.empty()) h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
   torch::Device device = ParseDevice(opts.device);
   LoadedCheckpoint ck = LoadCheckpoint(checkpoint);
   auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
@@ -122,20 +141,24 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
     }
   }
   if (!opts.confusion_png.empty()) j["confusion_png"] = opts.confusion_png;
-  if (!opts.curves_png.empty()) j["curves_png"] = opts.curves_png;
+  if (curves) j["curves_png"] = opts.curves_png;
+  // Every output goes to a temporary first; they are renamed into place together at the end, so
+  // a failure leaves none of them (and the previous versions intact).
+  StagedFiles staged;
   if (!opts.confusion_png.empty())
-    PlotConfusionMatrix(m.confusion, store->class_names(),
-                        Msg(ds, " ", opts.split, ": ", ck.meta.kind, " ", ck.meta.model.arch, ", top-1 ",
-                            static_cast<int>(m.top1 * 10000) / 100.0, "%"),
-                        opts.confusion_png);
-  if (!opts.curves_png.empty()) {
-    std::string mf = opts.metrics_file.empty() ? StripExtension(checkpoint) + ".metrics.jsonl" : opts.metrics_file;
-    PlotCurves(mf, opts.curves_png, Msg(ck.meta.kind, " ", ck.meta.model.arch));
+    staged.Add(opts.confusion_png,
+               ConfusionMatrixPng(m.confusion, store->class_names(),
+                                  Msg(ds, " ", opts.split, ": ", ck.meta.kind, " ", ck.meta.model.arch, ", top-1 ",
+                                      static_cast<int>(m.top1 * 10000) / 100.0, "%")));
+  if (curves) {
+    auto [acc, loss] = CurvesPngs(metrics_file, Msg(ck.meta.kind, " ", ck.meta.model.arch));
+    staged.Add(opts.curves_png, acc);
+    staged.Add(loss_png, loss);
   }
+  std::unique_ptr<h5::AtomicFile> logits;
   if (!opts.logits_out.empty()) {
-    h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
-    h5::AtomicFile atomic(opts.logits_out);
-    h5::File f = h5::File::Create(atomic);
+    logits = std::make_unique<h5::AtomicFile>(opts.logits_out);
+    h5::File f = h5::File::Create(*logits);
     f.SetAttr("/", "format", "mlfd.logits");
     f.SetAttr("/", "checkpoint_sha256", ck.sha256);
     f.SetAttr("/", "store_sha256", store->Fingerprint());
@@ -146,9 +169,10 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
     f.Write("indices", h5::DType::kInt64, {static_cast<int64_t>(rows.size())}, rows.data());
     f.SetJsonAttr("/", "provenance", provenance);
     f.Close();
-    atomic.Commit();
   }
-  if (!opts.out.empty()) WriteTextAtomic(opts.out, j.dump(2) + "\n");
+  if (!opts.out.empty()) staged.Add(opts.out, j.dump(2) + "\n");
+  if (logits) logits->Commit();
+  staged.Commit();
   MLOG(INFO) << ds << " " << opts.split << ": top-1 " << m.top1 << ", top-5 " << m.top5 << ", NLL "
              << m.nll << ", ECE " << m.ece << " (" << m.count << " images)";
   return j;

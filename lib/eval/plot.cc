@@ -8,6 +8,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/fs.h"
 
 namespace mlfd {
@@ -15,9 +16,26 @@ namespace {
 
 const auto kFont = cv::FONT_HERSHEY_SIMPLEX;
 
+// A tEXt chunk "Software" = kPngSoftwareMark, which marks the PNG as this toolkit's (an output that
+// the user did not name, such as the loss plot beside --curves-png, replaces only a PNG with it).
+std::string SoftwareChunk() {
+  std::string data = std::string("tEXtSoftware") + '\0' + kPngSoftwareMark;
+  uint32_t crc = 0xffffffffu;  // CRC-32 (ISO-HDLC) over the chunk type and data, as PNG wants
+  for (unsigned char c : data) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  crc ^= 0xffffffffu;
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  return be32(static_cast<uint32_t>(data.size() - 4)) + data + be32(crc);
+}
+
 // Encodes in memory (libpng never touches the disk, so a full disk gives our one error line and no
-// stray "libpng error:"), then writes atomically.
-void WritePng(const cv::Mat& img, const std::string& path) {
+// stray "libpng error:"), with the toolkit's mark after the header chunk.
+std::string EncodePng(const cv::Mat& img, const std::string& what) {
   std::vector<uchar> png;
   bool ok = false;
   try {
@@ -25,8 +43,11 @@ void WritePng(const cv::Mat& img, const std::string& path) {
   } catch (const cv::Exception&) {
     ok = false;
   }
-  if (!ok) throw Error(Msg(path, ": cannot encode the plot as PNG"));
-  WriteTextAtomic(path, std::string(png.begin(), png.end()));
+  const size_t after_ihdr = 8 + 4 + 4 + 13 + 4;  // signature, then IHDR: length, type, 13 bytes, CRC
+  if (!ok || png.size() < after_ihdr) throw Error(Msg(what, ": cannot encode the plot as PNG"));
+  std::string bytes(png.begin(), png.end());
+  bytes.insert(after_ihdr, SoftwareChunk());
+  return bytes;
 }
 
 std::string Short(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 1) + "~"; }
@@ -40,11 +61,11 @@ std::string Num(double v) {
 
 }  // namespace
 
-void PlotConfusionMatrix(const std::vector<int64_t>& counts, const std::vector<std::string>& names,
-                         const std::string& title, const std::string& png_path) {
+std::string ConfusionMatrixPng(const std::vector<int64_t>& counts, const std::vector<std::string>& names,
+                               const std::string& title) {
   const int k = static_cast<int>(names.size());
   if (k == 0 || counts.size() != static_cast<size_t>(k) * k)
-    throw Error(Msg(png_path, ": confusion matrix needs ", k, " x ", k, " counts"));
+    throw Error(Msg(title, ": confusion matrix needs ", k, " x ", k, " counts"));
   const int cell = k <= 10 ? 48 : k <= 20 ? 32 : std::max(4, 640 / k);
   const int left = k <= 40 ? 150 : 40, top = 60, bottom = k <= 40 ? 130 : 40;
   cv::Mat img(top + k * cell + bottom, left + k * cell + 20, CV_8UC3, cv::Scalar(255, 255, 255));
@@ -87,11 +108,11 @@ void PlotConfusionMatrix(const std::vector<int64_t>& counts, const std::vector<s
     label_area.copyTo(img(cv::Rect(left, top + k * cell + 5, k * cell, bottom - 20)));
   }
   cv::putText(img, "true (rows) / predicted (columns)", {10, 45}, kFont, 0.4, cv::Scalar(80, 80, 80), 1, cv::LINE_AA);
-  WritePng(img, png_path);
+  return EncodePng(img, title);
 }
 
-void PlotLines(const std::vector<Series>& series, const std::string& title, const std::string& xlabel,
-               const std::string& ylabel, const std::string& png_path) {
+std::string LinesPng(const std::vector<Series>& series, const std::string& title, const std::string& xlabel,
+                     const std::string& ylabel) {
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i)
@@ -99,7 +120,7 @@ void PlotLines(const std::vector<Series>& series, const std::string& title, cons
         x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]);
         y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
       }
-  if (!std::isfinite(x0)) throw Error(Msg(png_path, ": nothing to plot"));
+  if (!std::isfinite(x0)) throw Error(Msg(title, ": nothing to plot"));
   if (x1 == x0) x0 -= 0.5, x1 += 0.5;
   if (y1 == y0) y0 -= 0.5, y1 += 0.5;
   double pad = (y1 - y0) * 0.05;
@@ -137,7 +158,17 @@ void PlotLines(const std::vector<Series>& series, const std::string& title, cons
   cv::putText(img, Short(title, 80), {L, 25}, kFont, 0.55, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
   cv::putText(img, xlabel, {(W - L) / 2 + L - 20, H - 15}, kFont, 0.45, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
   cv::putText(img, ylabel, {5, T - 8}, kFont, 0.45, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
-  WritePng(img, png_path);
+  return EncodePng(img, title);
+}
+
+void PlotConfusionMatrix(const std::vector<int64_t>& counts, const std::vector<std::string>& class_names,
+                         const std::string& title, const std::string& png_path) {
+  WriteTextAtomic(png_path, ConfusionMatrixPng(counts, class_names, title));
+}
+
+void PlotLines(const std::vector<Series>& series, const std::string& title, const std::string& xlabel,
+               const std::string& ylabel, const std::string& png_path) {
+  WriteTextAtomic(png_path, LinesPng(series, title, xlabel, ylabel));
 }
 
 }  // namespace mlfd

@@ -17,6 +17,7 @@
 #include <mutex>
 
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/fs.h"
 #include "util/provenance.h"
 
@@ -727,6 +728,7 @@ void CheckOutputPath(const std::string& path, const std::string& expected_format
     throw Error(Msg(path, ": output directory ", dir, " does not exist"));
   if (access(dir.c_str(), W_OK) != 0)
     throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+  DeclareOutput("", path);  // never an input of this command, nor another of its outputs
   LockOutput(path, dir);  // one writer per output (before looking at what is there)
   if (stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));

@@ -7,6 +7,7 @@
 
 #include "models/zoo.h"
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/fs.h"
 #include "util/json_view.h"
 #include "util/sha256.h"
@@ -86,6 +87,7 @@ JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
     if (spec_.embedded) {
       net = BuildModel(t.model);
     } else {
+      DeclareInput(Msg("teacher ", i, " of the joint teacher"), t.path);  // never an output of this command
       if (!PathExists(t.path))
         throw Error(Msg("joint teacher ", i, ": ", t.path, " does not exist (the joint checkpoint refers to it)"));
       std::string sha = Sha256File(t.path);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "io/h5.h"
+#include "util/file_roles.h"
 #include "util/options.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -38,7 +39,10 @@ void TrainLoopOptions::Register(po::options_description& d, const std::string& p
       "end this run after N epochs as if interrupted (0 = off); continue later with --resume")(
       (p + "keep-last-batch").c_str(), po::value(&keep_last_batch)->default_value(keep_last_batch)->implicit_value(true),
       "also train on each epoch's final incomplete batch (default: left out, as it is reshuffled every epoch; "
-      "a final batch of one image fails with BatchNorm)");
+      "a final batch of one image fails with BatchNorm)")(
+      (p + "val-every").c_str(), po::value(&val_every)->default_value(val_every),
+      "validate every N epochs and after the last one; the best checkpoint is chosen among the validated "
+      "epochs (validation does not change the training itself)");
 }
 
 void TrainLoopOptions::Check(const std::string& p) const {
@@ -50,6 +54,7 @@ void TrainLoopOptions::Check(const std::string& p) const {
   c.Require(prefetch >= 1, "prefetch", "must be >= 1");
   c.Require(log_seconds > 0, "log-seconds", "must be > 0");
   c.Require(stop_after >= 0, "stop-after", "must be >= 0");
+  c.Require(val_every >= 1, "val-every", "must be >= 1");
   c.Throw();
 }
 
@@ -73,6 +78,7 @@ void RunFiles::CheckWritable(bool resume) const {
                       "and start afresh without --resume"));
   }
   for (const auto& p : {out, last, best}) h5::CheckOutputPath(p, kCheckpointFormat);
+  CheckTextOutput("the metrics file", metrics, OutputKind::kJsonLines);
 }
 
 Batch ToDevice(const Batch& b, torch::Device device) {
@@ -362,8 +368,11 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     }
     model.eval();
     if (task.aux) task.aux->eval();
+    // Validation on the epochs --val-every names and the last; it reads no random state, so the
+    // training itself is the same whichever epochs are validated.
+    const bool validate = (epoch + 1) % loop.val_every == 0 || epoch + 1 == loop.epochs;
     nlohmann::json val;
-    {
+    if (validate) {
       torch::NoGradGuard no_grad;
       AutocastGuard autocast(loop.precision, device);
       try {
@@ -373,7 +382,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                         PathExists(files.last) ? files.last : std::string("none (first epoch)"), "."));
       }
     }
-    double metric = val.at("metric").get<double>();
+    const double metric = validate ? val.at("metric").get<double>() : 0.0;
     nlohmann::json record = {{"epoch", epoch + 1},
                              {"lr", lr},
                              {"train_loss", loss_sum / std::max<int64_t>(1, images)},
@@ -382,7 +391,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                              {"images_per_second", images / std::max(1e-9, train_seconds)}};
     for (const auto& [k, v] : term_sums) record["train_" + k] = v / std::max<int64_t>(1, images);
     for (auto it = val.begin(); it != val.end(); ++it) record["val_" + it.key()] = it.value();
-    bool improved = metric > result.best_metric;
+    bool improved = validate && metric > result.best_metric;
     if (improved) {
       result.best_metric = metric;
       result.best_epoch = epoch + 1;
@@ -418,7 +427,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     if (task.aux) task.aux->to(device);
     MLOG(INFO) << "epoch " << epoch + 1 << "/" << loop.epochs << ": train loss "
                << record["train_loss"].get<double>() << " acc " << record["train_acc"].get<double>()
-               << ", val " << metric << (improved ? " (best)" : "") << ", "
+               << (validate ? Msg(", val ", metric, improved ? " (best)" : "") : std::string(", not validated")) << ", "
                << FormatDuration(train_seconds) << ", "
                << static_cast<int64_t>(record["images_per_second"].get<double>()) << " img/s";
     result.epochs_run++;

@@ -38,6 +38,7 @@ struct TrainLoopOptions {
   double log_seconds = 10.0;         // progress line interval
   int stop_after = 0;                // stop (as if interrupted) after this many epochs this run
   bool keep_last_batch = false;      // also train on the final incomplete batch of each epoch
+  int val_every = 1;                 // validate every N epochs and after the last one
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;

@@ -17,6 +17,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/staged_files.h"
 
 namespace mlfd {
 
@@ -58,6 +59,12 @@ int RemoveOrphanTemps(const std::string& final_path) {
 }
 
 void WriteTextAtomic(const std::string& path, const std::string& text) {
+  StagedFiles one;
+  one.Add(path, text);
+  one.Commit();
+}
+
+void StagedFiles::Add(const std::string& path, const std::string& bytes) {
   RemoveOrphanTemps(path);
   static std::atomic<int> counter{0};
   auto slash = path.rfind('/');
@@ -71,8 +78,8 @@ void WriteTextAtomic(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw Error(Msg(path, ": write failed (", std::strerror(err), ")"));
   };
-  const char* p = text.data();
-  size_t left = text.size();
+  const char* p = bytes.data();
+  size_t left = bytes.size();
   while (left > 0) {
     ssize_t n = write(fd, p, left);
     if (n < 0 && errno == EINTR) continue;
@@ -86,12 +93,19 @@ void WriteTextAtomic(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw Error(Msg(path, ": write failed (", std::strerror(err), ")"));
   }
-  try {
-    RenameFile(tmp, path);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
+  items_.push_back({path, tmp});
+}
+
+void StagedFiles::Commit() {
+  for (auto& item : items_) {
+    RenameFile(item.tmp, item.path);
+    item.tmp.clear();
   }
+}
+
+StagedFiles::~StagedFiles() {
+  for (const auto& item : items_)
+    if (!item.tmp.empty()) std::remove(item.tmp.c_str());
 }
 
 std::string ReadTextFile(const std::string& path) {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #include "util/error.h"
 
@@ -118,14 +119,37 @@ void JsonView::AllowOnly(const std::vector<std::string>& keys) const {
   }
 }
 
+nlohmann::json ParseJsonOnce(std::istream& in, const std::string& source) {
+  // nlohmann keeps the last of two equal keys silently; the parser's callback sees every key.
+  std::vector<std::set<std::string>> open;  // keys of the objects being parsed, innermost last
+  std::string duplicate;
+  auto check = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      open.emplace_back();
+    } else if (event == E::object_end) {
+      if (!open.empty()) open.pop_back();
+    } else if (event == E::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second &&
+               duplicate.empty()) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in, check);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
+    throw Error(Msg(source, ": malformed JSON: ", e.what()));
+  }
+  if (!duplicate.empty())
+    throw Error(Msg(source, ": key \"", duplicate, "\" is given twice in one object (JSON would keep only the last)"));
+  return j;
+}
+
 nlohmann::json ReadJsonFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(Msg(path, ": cannot open"));
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
-    throw Error(Msg(path, ": malformed JSON: ", e.what()));
-  }
+  return ParseJsonOnce(in, path);
 }
 
 }  // namespace mlfd

@@ -48,7 +48,10 @@ class JsonView {
   std::string file_, path_;
 };
 
-// Parses a JSON file; a malformed file gives an Error with the parser's position.
+// Parses JSON from `in`, refusing a key given twice in one object (JSON parsers keep the last one
+// silently); Error messages start with `source`.
+nlohmann::json ParseJsonOnce(std::istream& in, const std::string& source);
+// Parses a JSON file (ParseJsonOnce); a malformed file gives an Error with the parser's position.
 nlohmann::json ReadJsonFile(const std::string& path);
 
 }  // namespace mlfd

@@ -5,6 +5,7 @@
 
 #include <ctime>
 
+#include "util/file_roles.h"
 #include "util/sha256.h"
 
 namespace mlfd {
@@ -24,6 +25,7 @@ void Provenance::AddInput(const std::string& role, const std::string& path) {
 
 void Provenance::AddInputFingerprint(const std::string& role, const std::string& path,
                                      const std::string& sha256) {
+  DeclareInput(role, path);  // an input that is also an output of this command stops it here
   struct stat st;
   int64_t size = stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
   json["inputs"][role] = {{"path", path}, {"sha256", sha256}, {"bytes", size}};
