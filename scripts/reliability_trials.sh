@@ -100,7 +100,7 @@ for i in $(seq 1 "$TRIALS"); do
   set +e; err=$("$BIN/evaluate" -v 0 --device cpu t.h5 bad_store.h5 2>&1 >/dev/null); rc=$?; set -e
   classify "image store" "$rc" "$err"
   cp f.h5 bad_f.h5; flip bad_f.h5 "$i" train/layer2 > /dev/null  # what the FitNet student reads
-  rm -f s.h5 s.last.h5 s.best.h5 s.metrics.jsonl
+  rm -f s.h5 s.last.h5 s.best.h5 s.metrics.jsonl s.last.metrics.jsonl
   set +e; err=$("$BIN/distill_student" -v 0 $NET --epochs 1 --method fitnet --like t.h5 --teacher t.h5 \
     --teacher-signals cached --features bad_f.h5 --out s.h5 toy.h5 2>&1 >/dev/null); rc=$?; set -e
   classify "feature cache" "$rc" "$err"
@@ -229,3 +229,75 @@ run_full finetune_joint "$BIN/finetune_joint" -v 0 --threads 2 --device cpu --ba
 run_full distill_student "$BIN/distill_student" -v 0 $NET --epochs 1 --method kd --like t.h5 --teacher t.h5 --out full/s.h5 toy.h5
 "$BIN/evaluate" -v 0 --device cpu --name teacher --out e.json t.h5 toy.h5 > /dev/null
 run_full report "$BIN/report" -v 0 --md full/r.md e.json
+
+
+# Resources and input that used to be taken silently (each trial: what it must do).
+echo
+echo "## Resources and silently accepted input"
+echo
+echo "| trial | expected | exit | stderr lines | as expected | first line |"
+echo "|---|---|---|---|---|---|"
+RES_TOTAL=0 RES_OK=0
+trial() {  # description expected-exit pattern command...
+  local what=$1 want=$2 pattern=$3; shift 3
+  rm -rf out; mkdir -p out
+  set +e; err=$("$@" 2>&1 >/dev/null); rc=$?; set -e
+  local lines ok=no
+  lines=$(printf '%s\n' "$err" | grep -c . || true)
+  if [ "$rc" = "$want" ] && grep -qF -- "$pattern" <<<"$err"; then ok=yes; RES_OK=$((RES_OK + 1)); fi
+  RES_TOTAL=$((RES_TOTAL + 1))
+  echo "| $what | exit $want, \"$pattern\" | $rc | $lines | $ok | $(printf '%s' "$err" | grep . | head -1 | sed 's/^[A-Z] [0-9-]* [0-9:.]*\] //' | cut -c1-110) |"
+}
+trial "a batch larger than the training split" 0 "would repeat images; using batches of" \
+  "$BIN/train_teacher" -v 0 $NET --batch-size 100000 --epochs 1 --out out/t.h5 toy.h5
+trial "a batch above the memory budget" 1 "use a batch of at most" \
+  "$BIN/train_teacher" -v 0 $NET --batch-size 48 --memory-budget 0.00001 --epochs 1 --out out/t.h5 toy.h5
+trial "a batch above the memory left (ulimit -v)" 1 "this process can still get" \
+  bash -c 'ulimit -v 3000000; exec "$@"' _ \
+  "$BIN/train_teacher" -v 0 --threads 2 --device cpu --arch resnet18 --width 4 --batch-size 48 --workers 1 --epochs 1 --out out/t.h5 toy.h5
+trial "--threads 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $NET --threads 10000 --epochs 1 --out out/t.h5 toy.h5
+trial "--workers 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $NET --workers 10000 --epochs 1 --out out/t.h5 toy.h5
+trial "--seed -1" 2 "must be a number >= 0" "$BIN/train_teacher" -v 0 $NET --seed -1 --out out/t.h5 toy.h5
+trial "--w-kd nan" 2 "nan" "$BIN/distill_student" -v 0 $NET --method kd --w-kd nan --teacher t.h5 --out out/s.h5 toy.h5
+trial "--max-train-per-class -1" 2 "max-train-per-class" "$BIN/prepare_data" -v 0 --max-train-per-class -1 toy.json out/s.h5
+"$PY" - <<'EOF'
+import json
+text = json.dumps(json.load(open('toy.json')))
+open('twice.json', 'w').write(text[:-1] + ', "image": {"size": 14, "channels": 3}}')
+EOF
+trial "a manifest key given twice" 1 "is given twice" "$BIN/prepare_data" -v 0 twice.json out/s.h5
+rm -rf links; mkdir -p links; cp -r imgs/c0 imgs/c1 imgs/c2 links/
+ln links/c0/0.png links/c1/hard.png
+sed "s#$W/imgs#$W/links#" toy.json > links.json
+trial "a hard-linked copy of an image" 1 "is a hard link to" "$BIN/prepare_data" -v 0 links.json out/s.h5
+rm links/c1/hard.png; ln -s "$W/links/c0/gone.png" links/c0/dangling.png
+trial "a dangling symbolic link" 1 "(a dangling symbolic link)" "$BIN/prepare_data" -v 0 links.json out/s.h5
+rm links/c0/dangling.png; ln -s "$W/links/c1/loop.png" links/c1/loop.png
+trial "a symbolic link loop" 1 "(a symbolic link loop)" "$BIN/prepare_data" -v 0 links.json out/s.h5
+rm links/c1/loop.png
+# A class name changed in the file ("c1" -> "c7": its bytes after their 8-byte length), and a
+# flipped byte in the root group's object header (the name of the "format" attribute).
+"$PY" - <<'EOF'
+data = bytearray(open('toy.h5', 'rb').read())
+key = (2).to_bytes(8, 'little') + b'c1'
+assert data.count(key) == 1
+i = data.index(key) + 8
+names = bytearray(data); names[i + 1] = ord('7'); open('toy_name.h5', 'wb').write(bytes(names))
+head = bytearray(data); j = data.index(b'format\x00'); head[j] ^= 1; open('toy_head.h5', 'wb').write(bytes(head))
+EOF
+trial "a class name changed in the store" 1 "class_names: checksum mismatch" \
+  "$BIN/train_teacher" -v 0 $NET --epochs 1 --out out/t.h5 toy_name.h5
+trial "a corrupt object header in the store" 1 "checksum mismatch: the file's metadata is corrupt" \
+  "$BIN/evaluate" -v 0 --device cpu t.h5 toy_head.h5
+# A retrain that fails keeps the previous run's history (and checkpoint).
+rm -rf hist; mkdir -p hist
+"$BIN/train_teacher" -v 0 $NET --epochs 2 --out hist/t.h5 toy.h5 > /dev/null
+before=$(cat hist/t.h5 hist/t.metrics.jsonl | sha256sum)
+trial "a retrain that diverges" 1 "non-finite loss" "$BIN/train_teacher" -v 0 $NET --epochs 2 --lr 1e30 --out hist/t.h5 toy.h5
+after=$(cat hist/t.h5 hist/t.metrics.jsonl | sha256sum)
+RES_TOTAL=$((RES_TOTAL + 1)); same=no; [ "$before" = "$after" ] && { same=yes; RES_OK=$((RES_OK + 1)); }
+echo "| the previous checkpoint and history after that retrain | unchanged | | | $same | |"
+trial "a file-size limit (SIGXFSZ not ignored by the shell)" 1 "File too large" \
+  bash -c 'ulimit -f 2; exec "$@"' _ "$BIN/train_teacher" -v 0 $NET --epochs 1 --out out/t.h5 toy.h5
+echo
+echo "$RES_OK of $RES_TOTAL trials as expected."

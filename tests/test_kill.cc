@@ -263,7 +263,7 @@ Ready AfterFirstEpoch(const std::string& out) {
   };
 }
 // Ready half an epoch after that: in the middle of epoch 2 (the time epoch 1's training took is in
-// <out>.metrics.jsonl, written before <out>.last.h5).
+// <out>.last.metrics.jsonl, the run's history, written before <out>.last.h5).
 Ready MidSecondEpoch(const std::string& out) {
   auto first = AfterFirstEpoch(out);
   auto seen = std::make_shared<Clock::time_point>();
@@ -272,7 +272,7 @@ Ready MidSecondEpoch(const std::string& out) {
     if (*half < 0) {
       if (first(pid).empty()) return "";
       *seen = Clock::now();
-      std::ifstream in(out.substr(0, out.size() - 3) + ".metrics.jsonl");
+      std::ifstream in(out.substr(0, out.size() - 3) + ".last.metrics.jsonl");
       std::string line;
       std::getline(in, line);
       *half = 0.5 * nlohmann::json::parse(line).at("train_seconds").get<double>();

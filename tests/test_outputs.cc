@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "io/h5.h"
 #include "test_util.h"
 #include "util/error.h"
 #include "util/file_roles.h"
@@ -25,8 +26,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kTiny = "-v 0 --threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16 "
-                    "--batch-size 16 --workers 1 --seed 3 --epochs 1";
+#define MLFD_TINY_MODEL "-v 0 --threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16 --seed 3 "
+const char* kTiny = MLFD_TINY_MODEL "--batch-size 16 --workers 1 --epochs 1";
+const char* kTinyModel = MLFD_TINY_MODEL "--workers 1";
 
 bool Has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
 
@@ -240,4 +242,84 @@ TEST_CASE("evaluate: outputs of another kind are kept, its own are replaced, and
     ++left;
   }
   CHECK(left == 0);
+}
+
+TEST_CASE("training: a retrain that does not finish keeps the previous run's history and the run in progress keeps its own",
+          "[stage][outputs]") {
+  TempDir tmp;
+  const std::string store = MakeStore(tmp, "hist", 2, 15, 8, 1, 31);
+  const std::string out = tmp / "t.h5", metrics = tmp / "t.metrics.jsonl", running = tmp / "t.last.metrics.jsonl";
+  auto lines = [](const std::string& text) { return std::count(text.begin(), text.end(), '\n'); };
+  auto first = RunTool("train_teacher", Msg(kTinyModel, " --batch-size 16 --epochs 2 --out ", out, " ", store));
+  INFO(first.err);
+  REQUIRE(first.exit_code == 0);
+  const std::string history = ReadText(metrics), weights = Sha256File(out);
+  CHECK(lines(history) == 2);
+  CHECK_FALSE(mlfd_test::FileExists(running));  // renamed beside the checkpoint at the end
+
+  // A retrain interrupted after one of three epochs: the finished run's checkpoint and history are
+  // untouched; the new run's history is beside its resume state.
+  auto part = RunTool("train_teacher", Msg(kTinyModel, " --batch-size 16 --epochs 3 --stop-after 1 --out ", out, " ", store));
+  INFO(part.err);
+  REQUIRE(part.exit_code == 0);
+  CHECK(ReadText(metrics) == history);
+  CHECK(Sha256File(out) == weights);
+  CHECK(lines(ReadText(running)) == 1);
+
+  // A retrain that fails (diverging): the same.
+  auto bad = RunTool("train_teacher", Msg(kTinyModel, " --batch-size 16 --epochs 3 --lr 1e30 --out ", out, " ", store));
+  CHECK(bad.exit_code == 1);
+  CHECK(ReadText(metrics) == history);
+  CHECK(Sha256File(out) == weights);
+
+  // Resuming the interrupted run reads its own history and ends with three epochs beside the new
+  // checkpoint.
+  auto again = RunTool("train_teacher", Msg(kTinyModel, " --batch-size 16 --epochs 3 --stop-after 1 --out ", out, " ", store));
+  REQUIRE(again.exit_code == 0);
+  auto rest = RunTool("train_teacher", Msg(kTinyModel, " --batch-size 16 --epochs 3 --resume --out ", out, " ", store));
+  INFO(rest.err);
+  REQUIRE(rest.exit_code == 0);
+  const std::string done = ReadText(metrics);
+  CHECK(lines(done) == 3);
+  CHECK(done.find("\"epoch\":1") != std::string::npos);
+  CHECK(Sha256File(out) != weights);
+  CHECK_FALSE(mlfd_test::FileExists(running));
+}
+
+TEST_CASE("training: a batch that does not fit in memory is refused before it is allocated", "[stage][outputs]") {
+  TempDir tmp;
+  const std::string store = MakeStore(tmp, "mem", 2, 20, 16, 1, 32);
+  // 24 training images, a batch of 24: the probe measures some kB per image, far above 1 kB in all.
+  auto r = RunTool("train_teacher", Msg(kTinyModel, " --epochs 1 --batch-size 24 --memory-budget 0.000001 --out ", tmp / "t.h5", " ", store));
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(Has(r.err, "a training batch of 24 images needs about"));
+  CHECK(Has(r.err, "but --memory-budget allows 1.0 kB; use a batch of at most 1 images"));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "t.h5"));
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "t.last.h5"));
+  // Within the budget, and by default (against the memory available), the same run trains. (That
+  // the probe changes nothing in the training is checked by the resume tests: an interrupted run
+  // probes at two places, the uninterrupted one at one, and their weights are bitwise equal.)
+  auto a = RunTool("train_teacher", Msg(kTinyModel, " --epochs 1 --batch-size 24 --memory-budget 4 --out ", tmp / "a.h5", " ", store));
+  auto b = RunTool("train_teacher", Msg(kTinyModel, " --epochs 1 --batch-size 24 --out ", tmp / "b.h5", " ", store));
+  INFO(a.err << b.err);
+  REQUIRE(a.exit_code == 0);
+  REQUIRE(b.exit_code == 0);
+  auto v = RunTool("train_teacher", Msg(kTinyModel, " --epochs 1 --batch-size 24 --memory-budget -1 --out ", tmp / "c.h5", " ", store));
+  CHECK(v.exit_code == 2);
+}
+
+TEST_CASE("training: a batch larger than the training split is bounded with a warning, --workers by the cores",
+          "[stage][outputs]") {
+  TempDir tmp;
+  const std::string store = MakeStore(tmp, "small", 2, 10, 8, 1, 33);  // 12 training images
+  auto r = RunTool("train_teacher", Msg(MLFD_TINY_MODEL, " --epochs 1 --batch-size 500 --workers 4096 --out ", tmp / "t.h5", " ", store));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(Has(r.err, "a batch of 500 images from its 12 would repeat images; using batches of 12"));
+  CHECK(Has(r.err, "--workers 4096 is more than this machine's"));
+  // The batch the run used: one step of all 12 images per epoch.
+  h5::File last = h5::File::Open(tmp / "t.last.h5");
+  CHECK(last.GetJsonAttr("train_state", "recipe").at("steps_per_epoch") == 1);
 }

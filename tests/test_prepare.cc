@@ -386,3 +386,98 @@ TEST_CASE("prepare_data options: a negative --max-train-per-class is refused, no
   o.max_train_per_class = 0;
   CHECK_NOTHROW(o.Check());
 }
+
+TEST_CASE("prepare_data: hard-linked copies and symbolic links that lead nowhere are not taken silently",
+          "[stage][prepare]") {
+  TempDir tmp;
+  WriteFolderTree(tmp / "imgs", {"a", "b"}, 5);
+  mlfd_test::WriteText(tmp / "m.json", FolderManifest(tmp / "imgs", 8, 3));
+  auto prepare = [&](const std::string& args = "") {
+    return RunTool("prepare_data", "-v 0 " + args + " " + (tmp / "m.json") + " " + (tmp / "out.h5"));
+  };
+  SECTION("a hard link to an image of another class is a duplicate") {
+    fs::create_hard_link(tmp / "imgs/a/img0.png", tmp / "imgs/b/copy.png");
+    auto r = prepare();
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("duplicate image: ") != std::string::npos);
+    CHECK(r.err.find("is a hard link to") != std::string::npos);
+    CHECK(r.err.find("img0.png") != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(mlfd_test::FileExists(tmp / "out.h5"));
+  }
+  SECTION("dangling and looping symbolic links are listed with the unreadable images") {
+    fs::create_symlink(tmp / "imgs/a/gone.png", tmp / "imgs/a/dangling.png");
+    fs::create_symlink(tmp / "imgs/b/loop.png", tmp / "imgs/b/loop.png");
+    auto r = prepare();
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("2 image(s) could not be read") != std::string::npos);
+    CHECK(r.err.find("dangling.png (a dangling symbolic link)") != std::string::npos);
+    CHECK(r.err.find("loop.png (a symbolic link loop)") != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(tmp / "out.h5"));
+    auto skipped = prepare("--skip-bad true");
+    INFO(skipped.err);
+    REQUIRE(skipped.exit_code == 0);
+    CHECK(nlohmann::json::parse(skipped.out)["samples"] == 10);
+    CHECK(skipped.err.find("skipped 2 unreadable image(s)") != std::string::npos);
+  }
+  SECTION("a class folder that is a dangling link is warned about") {
+    fs::create_directory_symlink(tmp / "nowhere", tmp / "imgs/c");
+    auto r = prepare();
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.find("c: a dangling symbolic link, skipped") != std::string::npos);
+  }
+}
+
+TEST_CASE("image store: a changed class name or a corrupt object header is named as corruption", "[stage][prepare]") {
+  TempDir tmp;
+  WriteFolderTree(tmp / "imgs", {"Trouser", "Sneaker"}, 5);
+  mlfd_test::WriteText(tmp / "m.json", FolderManifest(tmp / "imgs", 8, 3));
+  auto r = RunTool("prepare_data", "-v 0 " + (tmp / "m.json") + " " + (tmp / "s.h5"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(ImageStore::Open(tmp / "s.h5").class_names() == std::vector<std::string>{"Sneaker", "Trouser"});
+  fs::copy_file(tmp / "s.h5", tmp / "t.h5");
+  // HDF5 keeps variable-length strings in its global heap, without a checksum: the name's own
+  // bytes (after its 8-byte length) changed, "Trouser" -> "Trousey".
+  auto flip = mlfd_test::RunPython(tmp.path(), R"(
+import sys
+path, old, new = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+data = bytearray(open(path, 'rb').read())
+key = len(old).to_bytes(8, 'little') + old
+assert data.count(key) == 1, data.count(key)
+i = data.index(key) + 8
+data[i:i + len(old)] = new
+open(path, 'wb').write(bytes(data))
+)", Msg(tmp / "s.h5", " Trouser Trousey"));
+  INFO(flip.err);
+  REQUIRE(flip.exit_code == 0);
+  CHECK_THROWS_WITH(ImageStore::Open(tmp / "s.h5"),
+                    Catch::Contains("class_names: checksum mismatch: the stored strings are corrupt"));
+  auto t = RunTool("train_teacher", "-v 0 --epochs 1 --device cpu --out " + (tmp / "teacher.h5") + " " + (tmp / "s.h5"));
+  CHECK(t.exit_code == 1);
+  CHECK(t.err.find("checksum mismatch") != std::string::npos);
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "teacher.h5"));
+
+  // A flipped byte in the root group's header (the name of its "format" attribute): a checksum
+  // failure, not "not an image store".
+  auto header = mlfd_test::RunPython(tmp.path(), R"(
+import sys
+path = sys.argv[1]
+data = bytearray(open(path, 'rb').read())
+i = data.index(b'format\x00')
+data[i] ^= 0x01
+open(path, 'wb').write(bytes(data))
+)", tmp / "t.h5");
+  REQUIRE(header.exit_code == 0);
+  try {
+    ImageStore::Open(tmp / "t.h5");
+    FAIL("a corrupt header was read");
+  } catch (const Error& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("checksum") != std::string::npos);
+    CHECK(std::string(e.what()).find("not an image store") == std::string::npos);
+  }
+}

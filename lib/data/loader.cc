@@ -4,7 +4,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "util/error.h"
 #include "util/log.h"
@@ -33,6 +35,28 @@ struct Loader::Plan {
 Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
     : sources_(std::move(sources)), opts_(std::move(options)) {
   if (sources_.empty()) throw Error("loader: no data sources");
+  // A batch larger than what it is drawn from would hold some images twice: bounded by the rows,
+  // with a warning (each image then appears once per batch).
+  if (opts_.drop_last || sources_.size() > 1) {
+    for (auto& src : sources_) {
+      const int64_t n = static_cast<int64_t>(src.indices.size());
+      if (n > 0 && src.batch_size > n) {
+        MLOG(WARNING) << src.store->path() << ": a batch of " << src.batch_size << " images from its " << n
+                      << " would repeat images; using batches of " << n << " (lower --batch-size to silence this)";
+        src.batch_size = n;
+      }
+    }
+  }
+  // Loader threads beyond the cores only add switching: bounded, with one warning per process.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (opts_.workers > cores) {
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      MLOG(WARNING) << "--workers " << opts_.workers << " is more than this machine's " << cores << " cores; using "
+                    << cores;
+    });
+    opts_.workers = cores;
+  }
   for (size_t s = 0; s < sources_.size(); ++s) {
     const auto& src = sources_[s];
     if (src.indices.empty()) throw Error(Msg(src.store->path(), ": no samples to load"));

@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <filesystem>
 #include <map>
@@ -166,6 +168,19 @@ std::map<std::string, std::vector<int64_t>> AssignSplits(const std::vector<int64
 
 namespace {
 
+// Why a listed image could not be read, when the file system says more than the decoder:
+// " (a dangling symbolic link)", " (a symbolic link loop)", " (missing)", or "".
+std::string WhyUnreadable(const std::string& path) {
+  if (path.empty()) return "";
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) return "";
+  const int err = errno;
+  struct stat lst;
+  if (lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode))
+    return err == ELOOP ? " (a symbolic link loop)" : " (a dangling symbolic link)";
+  return err == ENOENT ? " (missing)" : Msg(" (", std::strerror(err), ")");
+}
+
 // Image decoders print their own diagnostics on stderr ("libpng error: Read Error", "Corrupt JPEG
 // data: ..."), before and between our one-line messages, although the images they concern are
 // listed by us anyway. While a block decodes, stderr goes to a temporary file; afterwards our own
@@ -281,6 +296,7 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     // Duplicates by the file they name, however spelled ("./a/x.png", "a/../a/x.png", a symlink):
     // one image listed twice would land in two splits and leak test images into training.
     std::unordered_map<std::string, std::string> first;
+    std::map<std::pair<dev_t, ino_t>, std::string> by_inode;
     for (const auto& s : samples) {
       if (s.file.empty()) continue;
       std::error_code ec;
@@ -290,6 +306,14 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
       if (!inserted)
         throw Error(Msg(m.path, ": duplicate image path ", s.file, " (listed at ", it->second, " and ",
                         s.origin, ", both ", key, ")"));
+      // Two names of one file (hard links) are the same image too.
+      struct stat st;
+      if (stat(s.file.c_str(), &st) == 0 && st.st_nlink > 1) {
+        auto [jt, fresh] = by_inode.emplace(std::make_pair(st.st_dev, st.st_ino), s.origin);
+        if (!fresh)
+          throw Error(Msg(m.path, ": duplicate image: ", s.origin, " is a hard link to ", jt->second,
+                          " (one file, device ", st.st_dev, " inode ", st.st_ino, ")"));
+      }
     }
   }
   const int num_classes = static_cast<int>(classes.size());
@@ -393,7 +417,7 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
 
   if (!bad.empty()) {
     std::string list;
-    for (size_t i = 0; i < bad.size() && i < 20; ++i) list += "\n  " + bad[i];
+    for (size_t i = 0; i < bad.size() && i < 20; ++i) list += "\n  " + bad[i] + WhyUnreadable(bad[i]);
     if (!opts.skip_bad)
       throw Error(Msg(m.name, ": ", bad.size(), " image(s) could not be read (use --skip-bad to skip ",
                       "them):", list, bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : ""));

@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -99,7 +100,21 @@ std::vector<std::string> ListDir(const std::string& dir, bool want_dirs) {
     std::string name = e->d_name;
     if (name.empty() || name[0] == '.') continue;
     struct stat st;
-    if (stat((dir + "/" + name).c_str(), &st) != 0) continue;
+    if (stat((dir + "/" + name).c_str(), &st) != 0) {
+      const int err = errno;
+      // A symbolic link that leads nowhere (dangling, or a loop) is not dropped without a word: as a
+      // file it is listed with the images that cannot be read; as a folder, warned about.
+      struct stat lst;
+      if (lstat((dir + "/" + name).c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        if (!want_dirs) {
+          out.push_back(name);
+        } else {
+          MLOG(WARNING) << dir << "/" << name << ": " << (err == ELOOP ? "a symbolic link loop" : "a dangling symbolic link")
+                        << ", skipped";
+        }
+      }
+      continue;
+    }
     if (want_dirs == S_ISDIR(st.st_mode)) out.push_back(name);
   }
   closedir(d);

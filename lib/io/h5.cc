@@ -20,6 +20,7 @@
 #include "util/file_roles.h"
 #include "util/fs.h"
 #include "util/provenance.h"
+#include "util/sha256.h"
 
 namespace mlfd {
 namespace h5 {
@@ -252,6 +253,9 @@ File File::Create(const AtomicFile& out) {
 
 void File::Fail(const std::string& object, const std::string& what) const {
   std::string detail = Hdf5Message();
+  if (detail.find("checksum") != std::string::npos || detail.find("Fletcher32") != std::string::npos)
+    throw Error(Msg(shown(), ":", object, ": checksum mismatch: the file's metadata is corrupt (", what, ": ",
+                    detail, ")"));
   throw Error(Msg(shown(), ":", object, ": ", what,
                   detail.empty() ? "" : " (" + detail + ")"));
 }
@@ -483,6 +487,26 @@ template std::vector<int64_t> File::ReadVector<int64_t>(const std::string&) cons
 template std::vector<float> File::ReadVector<float>(const std::string&) const;
 template std::vector<double> File::ReadVector<double>(const std::string&) const;
 
+namespace {
+
+// HDF5 keeps variable-length strings in its global heap, which has no checksum: a flipped byte in
+// a class name would be read as another name. The sha256 of the list (each string with its length,
+// so that no two lists collide by concatenation) is kept in an attribute of the dataset, whose
+// object header is checksummed.
+constexpr const char* kStringsSha256 = "sha256";
+
+std::string StringsDigest(const std::vector<std::string>& values) {
+  Sha256 h;
+  for (const auto& v : values) {
+    const std::string len = std::to_string(v.size()) + ":";
+    h.Update(len.data(), len.size());
+    h.Update(v.data(), v.size());
+  }
+  return h.HexDigest();
+}
+
+}  // namespace
+
 void File::WriteStrings(const std::string& name, const std::vector<std::string>& values) {
   Handle type(H5Tcopy(H5T_C_S1), Handle::kDatatype);
   H5Tset_size(type.get(), H5T_VARIABLE);
@@ -499,9 +523,19 @@ void File::WriteStrings(const std::string& name, const std::vector<std::string>&
   for (auto& v : values) ptrs.push_back(v.c_str());
   if (n > 0 && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
     Fail(name, "write failed");
+  SetAttr(name, kStringsSha256, StringsDigest(values));
 }
 
 std::vector<std::string> File::ReadStrings(const std::string& name) const {
+  std::vector<std::string> out = ReadStringsUnchecked(name);
+  // Files written before the digest existed are read unverified.
+  if (HasAttr(name, kStringsSha256) && GetStringAttr(name, kStringsSha256) != StringsDigest(out))
+    throw Error(Msg(shown(), ":", name, ": checksum mismatch: the stored strings are corrupt (their sha256 differs "
+                    "from the one recorded when they were written)"));
+  return out;
+}
+
+std::vector<std::string> File::ReadStringsUnchecked(const std::string& name) const {
   Handle d = OpenDataset(name);
   Handle ftype(H5Dget_type(d.get()), Handle::kDatatype);
   if (H5Tget_class(ftype.get()) != H5T_STRING) Fail(name, "not a string dataset");
@@ -575,7 +609,8 @@ bool File::HasAttr(const std::string& object, const std::string& key) const {
   if (!Exists(object)) return false;
   Handle obj = OpenObject(object);
   htri_t r = H5Aexists(obj.get(), key.c_str());
-  H5Eclear2(H5E_DEFAULT);
+  // An error is not "no such attribute": a corrupt object header must not read as another kind of file.
+  if (r < 0) Fail(object, "cannot read its attributes");
   return r > 0;
 }
 

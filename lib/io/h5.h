@@ -96,6 +96,8 @@ class File {
   template <typename T>
   std::vector<T> ReadVector(const std::string& name) const;
 
+  // Variable-length UTF-8 strings, written with their sha256 in the dataset's attribute "sha256"
+  // and verified on read (HDF5 has no checksum of its own for them).
   void WriteStrings(const std::string& name, const std::vector<std::string>& values);
   std::vector<std::string> ReadStrings(const std::string& name) const;
 
@@ -121,6 +123,7 @@ class File {
  private:
   File(Handle h, std::string path) : file_(std::move(h)), path_(std::move(path)) {}
   Handle OpenDataset(const std::string& name) const;
+  std::vector<std::string> ReadStringsUnchecked(const std::string& name) const;
   Handle OpenObject(const std::string& object) const;
   Handle OpenAttr(const std::string& object, const std::string& key) const;
   void ReplaceAttr(const std::string& object, const std::string& key, hid_t type, hid_t space,

@@ -7,7 +7,9 @@
 //   runs/x/teachers/mnist.h5            the best checkpoint (by validation metric), written last
 //   runs/x/teachers/mnist.last.h5       the last epoch's checkpoint with optimiser/RNG state
 //   runs/x/teachers/mnist.best.h5       the best so far (renamed to the output at the end)
-//   runs/x/teachers/mnist.metrics.jsonl one JSON object per epoch
+//   runs/x/teachers/mnist.metrics.jsonl one JSON object per epoch of the run that wrote mnist.h5
+//   runs/x/teachers/mnist.last.metrics.jsonl  the history of the run in progress (with .last.h5 the
+//                                       resume state; renamed to .metrics.jsonl when the run ends)
 #pragma once
 
 #include <torch/torch.h>
@@ -39,6 +41,7 @@ struct TrainLoopOptions {
   int stop_after = 0;                // stop (as if interrupted) after this many epochs this run
   bool keep_last_batch = false;      // also train on the final incomplete batch of each epoch
   int val_every = 1;                 // validate every N epochs and after the last one
+  double memory_budget_gb = 0;       // refuse a step estimated above this (0 = the memory available)
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;
@@ -99,6 +102,7 @@ struct TrainResult {
 // Paths derived from the output path.
 struct RunFiles {
   std::string out, last, best, metrics;
+  std::string last_metrics;  // the history of the run in progress (resume state with `last`)
   explicit RunFiles(const std::string& out_path);
   // Fails (before any heavy work) if one of the checkpoints cannot be written or would replace a
   // file that is not a checkpoint.
@@ -115,6 +119,28 @@ std::string RecipeDifference(const nlohmann::json& saved, const nlohmann::json& 
 TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                   const TrainLoopOptions& loop, const std::string& out_path,
                   const Provenance& provenance, torch::Device device);
+
+// Memory one training step of `batch` needs on the CPU, estimated before it runs: the task's
+// step on probe slices of 2 and 8 images, with the heap in use measured while each step's graph is
+// alive (the fixed part cancels in the difference); buffers, random state and the task's extra
+// state are restored afterwards, so training continues exactly as without the probe. 1.25 times
+// the forward's retained bytes per image (the backward frees them as it goes) times the batch. Returns 0 when it cannot be measured (a batch of at most 8 images, a non-CPU device, or an
+// allocator glibc's mallinfo2 does not see).
+struct StepMemoryEstimate {
+  double bytes_per_image = 0;
+  double step_bytes = 0;
+};
+StepMemoryEstimate EstimateStepMemory(TrainTask& task, const Batch& batch, torch::Device device);
+
+// The memory this process may still allocate: the smallest of the kernel's MemAvailable, the
+// cgroup's limit less its usage (v2 and v1) and the address-space limit (ulimit -v) less what is
+// mapped. 0 when none can be read.
+double AvailableMemoryBytes();
+
+// Throws Error (one line: the estimate, the budget, the largest batch that fits) when a step of
+// `batch_size` images estimated at `est` exceeds `budget_bytes`.
+void CheckStepMemory(const StepMemoryEstimate& est, int64_t batch_size, double budget_bytes,
+                     const std::string& budget_source);
 
 // Moves a batch to the device (non-blocking where possible).
 Batch ToDevice(const Batch& b, torch::Device device);
