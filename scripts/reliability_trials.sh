@@ -9,7 +9,12 @@
 #    paths, unknown names, bad values, malformed manifests and configs, out-of-range and duplicate
 #    labels, NaN losses: each must give exit 1 or 2, one stderr line and no output;
 #  - full disk: every writing stage with its output on a tiny filesystem (a 3 MB tmpfs when mount
-#    is allowed, else a 1 KiB file-size limit), checked for exit 1, one line and nothing left.
+#    is allowed, else a 1 KiB file-size limit), checked for exit 1, one line and nothing left;
+#  - resources and input once taken silently: batches larger than the data or than the memory (a
+#    budget, ulimit -v), thread counts, negative/NaN numbers, a manifest key given twice, hard-linked
+#    and symlinked images, a changed class name, a corrupt object header, a failed retrain's
+#    history, a file-size limit with SIGXFSZ's default action: each checked against its expected
+#    exit status and message.
 # Each trial is classed as detected (exit 1 naming the checksum), other clean error (exit 1),
 # undetected (exit 0) or crash (any other exit status).
 #
@@ -23,7 +28,7 @@ while [ $# -gt 0 ]; do
     --trials) TRIALS="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
     --keep) KEEP="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "reliability_trials.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +61,8 @@ cat > toy.json <<EOF
  "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},
  "image": {"size": 12, "channels": 1}}
 EOF
-NET="--threads 2 --device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16 --batch-size 16 --workers 1"
+MODEL="--device cpu --arch resnet18 --width 0.125 --small-stem --embed-dim 16"
+NET="$MODEL --threads 2 --batch-size 16 --workers 1"
 "$BIN/prepare_data" -v 0 toy.json toy.h5 > /dev/null
 "$BIN/train_teacher" -v 0 $NET --epochs 2 --out t.h5 toy.h5 > /dev/null
 "$BIN/extract_features" -v 0 --device cpu --levels layer2,logits --out f.h5 t.h5 toy.h5 > /dev/null
@@ -249,14 +255,15 @@ trial() {  # description expected-exit pattern command...
   echo "| $what | exit $want, \"$pattern\" | $rc | $lines | $ok | $(printf '%s' "$err" | grep . | head -1 | sed 's/^[A-Z] [0-9-]* [0-9:.]*\] //' | cut -c1-110) |"
 }
 trial "a batch larger than the training split" 0 "would repeat images; using batches of" \
-  "$BIN/train_teacher" -v 0 $NET --batch-size 100000 --epochs 1 --out out/t.h5 toy.h5
+  "$BIN/train_teacher" -v 0 $MODEL --workers 1 --batch-size 100000 --epochs 1 --out out/t.h5 toy.h5
 trial "a batch above the memory budget" 1 "use a batch of at most" \
-  "$BIN/train_teacher" -v 0 $NET --batch-size 48 --memory-budget 0.00001 --epochs 1 --out out/t.h5 toy.h5
+  "$BIN/train_teacher" -v 0 $MODEL --workers 1 --batch-size 48 --memory-budget 0.00001 --epochs 1 --out out/t.h5 toy.h5
 trial "a batch above the memory left (ulimit -v)" 1 "this process can still get" \
   bash -c 'ulimit -v 3000000; exec "$@"' _ \
-  "$BIN/train_teacher" -v 0 --threads 2 --device cpu --arch resnet18 --width 4 --batch-size 48 --workers 1 --epochs 1 --out out/t.h5 toy.h5
-trial "--threads 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $NET --threads 10000 --epochs 1 --out out/t.h5 toy.h5
-trial "--workers 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $NET --workers 10000 --epochs 1 --out out/t.h5 toy.h5
+  "$BIN/train_teacher" -v 0 --threads 2 --device cpu --arch resnet18 --small-stem --size 128 --batch-size 48 --workers 1 \
+  --epochs 1 --out out/t.h5 toy.h5
+trial "--threads 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $MODEL --workers 1 --batch-size 16 --threads 10000 --epochs 1 --out out/t.h5 toy.h5
+trial "--workers 10000" 0 "cores; using" "$BIN/train_teacher" -v 0 $MODEL --threads 2 --batch-size 16 --workers 10000 --epochs 1 --out out/t.h5 toy.h5
 trial "--seed -1" 2 "must be a number >= 0" "$BIN/train_teacher" -v 0 $NET --seed -1 --out out/t.h5 toy.h5
 trial "--w-kd nan" 2 "nan" "$BIN/distill_student" -v 0 $NET --method kd --w-kd nan --teacher t.h5 --out out/s.h5 toy.h5
 trial "--max-train-per-class -1" 2 "max-train-per-class" "$BIN/prepare_data" -v 0 --max-train-per-class -1 toy.json out/s.h5
