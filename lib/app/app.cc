@@ -220,6 +220,12 @@ std::string FirstLine(const std::string& s) {
 
 namespace {
 
+// What the stages' allocator runs with, recorded in provenance.
+std::string& AllocatorSetting() {
+  static std::string setting = "glibc defaults";
+  return setting;
+}
+
 // glibc's allocator serves blocks above its mmap threshold (128 KiB at start, adjusted upwards as
 // blocks are freed) with fresh mappings and returns freed heap tops to the kernel, so every batch's
 // activation tensors (megabytes each) are faulted in page by page again: on the 2-core reference
@@ -227,12 +233,6 @@ namespace {
 // threshold) on the heap and never trimming it made evaluate 3x and a training epoch 2x faster at the
 // same peak memory (docs/performance.md). A user's own malloc settings (MALLOC_*_ environment
 // variables or GLIBC_TUNABLES) are left alone.
-// What the stages' allocator runs with, recorded in provenance.
-std::string& AllocatorSetting() {
-  static std::string setting = "glibc defaults";
-  return setting;
-}
-
 void TuneAllocator() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||

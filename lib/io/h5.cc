@@ -678,11 +678,8 @@ nlohmann::json File::GetJsonAttr(const std::string& object, const std::string& k
 
 AtomicFile::AtomicFile(std::string final_path) : final_path_(std::move(final_path)) {
   static std::atomic<int> counter{0};
-  auto slash = final_path_.rfind('/');
-  std::string dir = slash == std::string::npos ? "" : final_path_.substr(0, slash + 1);
-  std::string base = slash == std::string::npos ? final_path_ : final_path_.substr(slash + 1);
   RemoveOrphanTemps(final_path_);
-  temp_path_ = dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+  temp_path_ = HiddenSibling(final_path_, Msg(".tmp-", getpid(), "-", counter++));
   slot_ = RegisterTemp(temp_path_);
 }
 
@@ -716,9 +713,8 @@ void RemoveOutputLocks() {
 
 // Takes the exclusive lock of output `path` (the file .<name>.lock beside it) for the rest of
 // the process, or fails naming the process that holds it. Taking it again is a no-op.
-void LockOutput(const std::string& path, const std::string& dir) {
-  auto slash = path.rfind('/');
-  const std::string lock = Msg(dir, "/.", slash == std::string::npos ? path : path.substr(slash + 1), ".lock");
+void LockOutput(const std::string& path) {
+  const std::string lock = HiddenSibling(path, ".lock");
   std::lock_guard<std::mutex> guard(g_output_locks_mu);
   if (g_output_locks.count(lock)) return;
   static std::once_flag at_exit_once;
@@ -756,15 +752,10 @@ void LockOutput(const std::string& path, const std::string& dir) {
 
 void CheckOutputPath(const std::string& path, const std::string& expected_format) {
   if (path.empty()) throw UsageError("output path is empty");
-  auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw Error(Msg(path, ": output directory ", dir, " does not exist"));
-  if (access(dir.c_str(), W_OK) != 0)
-    throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+  CheckOutputDirectory(path);
   DeclareOutput("", path);  // never an input of this command, nor another of its outputs
-  LockOutput(path, dir);  // one writer per output (before looking at what is there)
+  LockOutput(path);  // one writer per output (before looking at what is there)
+  struct stat st;
   if (stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));
     std::string found;  // what the file is, for the message

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace mlfd {
 
@@ -139,6 +140,11 @@ std::string Mismatch(const std::string& text, OutputKind k, bool ours_only) {
   return "";
 }
 
+UsageError OutputIsInput(const Role& output, const Role& input) {
+  return UsageError(Msg("output ", Named(output), " is the same file as the input ", Named(input),
+                        "; an output must never replace an input: choose another output path"));
+}
+
 }  // namespace
 
 void DeclareInput(const std::string& what, const std::string& path) {
@@ -146,9 +152,11 @@ void DeclareInput(const std::string& what, const std::string& path) {
   std::lock_guard<std::mutex> guard(g_mu);
   if (g_tracking == 0) return;
   for (const auto& o : g_outputs)
-    if (Same(o, r))
-      throw UsageError(Msg("output ", Named(o), " is the same file as the input ", Named(r),
-                           "; an output must never replace an input: choose another output path"));
+    if (Same(o, r)) throw OutputIsInput(o, r);
+  // An app declares its inputs before the outputs are checked, and the provenance records them
+  // again: kept once, with the first (most specific) role.
+  for (const auto& i : g_inputs)
+    if (i.path == r.path) return;
   g_inputs.push_back(std::move(r));
 }
 
@@ -157,9 +165,7 @@ void DeclareOutput(const std::string& what, const std::string& path) {
   std::lock_guard<std::mutex> guard(g_mu);
   if (g_tracking == 0) return;
   for (const auto& i : g_inputs)
-    if (Same(i, r))
-      throw UsageError(Msg("output ", Named(r), " is the same file as the input ", Named(i),
-                           "; an output must never replace an input: choose another output path"));
+    if (Same(i, r)) throw OutputIsInput(r, i);
   // Between outputs only the real path counts: every output is written to a temporary and renamed,
   // which replaces a hard link and never writes through it (a training run's <out>.best.h5 and
   // <out>.last.h5 may be links of one file).
@@ -175,13 +181,9 @@ void DeclareOutput(const std::string& what, const std::string& path) {
 
 void CheckTextOutput(const std::string& what, const std::string& path, OutputKind kind, bool ours_only) {
   if (path.empty()) throw UsageError(Msg(what, ": output path is empty"));
-  auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw Error(Msg(path, ": output directory ", dir, " does not exist"));
-  if (access(dir.c_str(), W_OK) != 0) throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+  CheckOutputDirectory(path);
   DeclareOutput(what, path);
+  struct stat st;
   if (stat(path.c_str(), &st) != 0) return;
   if (!S_ISREG(st.st_mode)) throw Error(Msg(path, ": exists and is not a regular file"));
   if (st.st_size == 0) return;  // nothing to lose

@@ -26,10 +26,29 @@ bool PathExists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+std::string ParentDir(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+std::string HiddenSibling(const std::string& path, const std::string& suffix) {
+  auto slash = path.rfind('/');
+  return (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + "." +
+         path.substr(slash == std::string::npos ? 0 : slash + 1) + suffix;
+}
+
+void CheckOutputDirectory(const std::string& path) {
+  const std::string dir = ParentDir(path);
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Msg(path, ": output directory ", dir, " does not exist"));
+  if (access(dir.c_str(), W_OK) != 0) throw Error(Msg(path, ": output directory ", dir, " is not writable"));
+}
+
 int RemoveOrphanTemps(const std::string& final_path) {
-  auto slash = final_path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : final_path.substr(0, slash));
-  std::string prefix = "." + final_path.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-";
+  const std::string dir = ParentDir(final_path);
+  std::string prefix = HiddenSibling(final_path, ".tmp-");
+  prefix = prefix.substr(prefix.rfind('/') == std::string::npos ? 0 : prefix.rfind('/') + 1);
   DIR* d = opendir(dir.c_str());
   if (!d) return 0;
   std::vector<std::string> orphans;
@@ -67,10 +86,7 @@ void WriteTextAtomic(const std::string& path, const std::string& text) {
 void StagedFiles::Add(const std::string& path, const std::string& bytes) {
   RemoveOrphanTemps(path);
   static std::atomic<int> counter{0};
-  auto slash = path.rfind('/');
-  std::string tmp = (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + "." +
-                    path.substr(slash == std::string::npos ? 0 : slash + 1) + ".tmp-" +
-                    std::to_string(getpid()) + "-" + std::to_string(counter++);
+  std::string tmp = HiddenSibling(path, Msg(".tmp-", getpid(), "-", counter++));
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(Msg(path, ": cannot write (", std::strerror(errno), ")"));
   auto fail = [&](int err) {

@@ -19,5 +19,13 @@ void RenameFile(const std::string& from, const std::string& to);
 int RemoveOrphanTemps(const std::string& final_path);
 // "runs/x/a.h5" -> "runs/x/a"
 std::string StripExtension(const std::string& path);
+// The folder of `path`: "runs/x/a.h5" -> "runs/x", "a.h5" -> ".", "/a.h5" -> "/".
+std::string ParentDir(const std::string& path);
+// The hidden file beside `path` that belongs to it: ("runs/x/a.h5", ".lock") -> "runs/x/.a.h5.lock",
+// ("a.h5", ".tmp-") -> ".a.h5.tmp-". Temporaries, locks and their orphan search all use it.
+std::string HiddenSibling(const std::string& path, const std::string& suffix);
+// Throws Error naming `path` when its folder does not exist or is not writable (every output is
+// checked before the work starts).
+void CheckOutputDirectory(const std::string& path);
 
 }  // namespace mlfd
