@@ -633,3 +633,53 @@ TEST_CASE("LevelPair::Parse: every field of a --pairs entry checked and a usage 
   o.pairs = {"layer3:fused:0.5"};
   CHECK_NOTHROW(o.Check());
 }
+
+TEST_CASE("split fit: fold teachers train without their fold, T* is fitted on exactly the rows they never saw",
+          "[stage][distill]") {
+  TempDir tmp;
+  const std::string a = MakeStore(tmp, "fa", 3, 20, 12, 1, 41), b = MakeStore(tmp, "fb", 2, 20, 12, 1, 42);
+  const std::string ta = tmp / "ta.h5", tb = tmp / "tb.h5";
+  const std::string base = Msg("-v 1 --threads 2 --device cpu --small-stem --embed-dim 16 --batch-size 8 --workers 1 "
+                               "--arch resnet18 --width 0.125 --epochs 1 --seed 3 --fold 2/3 --fold-seed 5");
+  auto r1 = RunTool("train_teacher", Msg(base, " --out ", ta, " ", a));
+  auto r2 = RunTool("train_teacher", Msg(base, " --out ", tb, " ", b));
+  INFO(r1.err << r2.err);
+  REQUIRE(r1.exit_code == 0);
+  REQUIRE(r2.exit_code == 0);
+  // The training rows: 36 and 24, without fold 2 of 3 (12 and 8 per fold, stratified).
+  CHECK(r1.err.find("fa: training on 24 of 36 training images (without fold 2/3, fold seed 5)") != std::string::npos);
+  CHECK(r2.err.find("fb: training on 16 of 24 training images (without fold 2/3, fold seed 5)") != std::string::npos);
+  // The checkpoint records the fold; the rows it selects are those the teacher trained on.
+  const HeadInfo info = LoadCheckpoint(ta).meta.datasets.at(0);
+  CHECK(info.train_fold.index == 2);
+  CHECK(info.train_fold.count == 3);
+  CHECK(info.train_fold.seed == 5);
+  const ImageStore store = ImageStore::Open(a);
+  const auto seen = info.train_fold.Select(store, store.split("train"), false);
+  const auto unseen = info.train_fold.Select(store, store.split("train"), true);
+  CHECK(seen.size() == 24);
+  CHECK(unseen.size() == 12);
+  for (int64_t r : unseen) CHECK_FALSE(std::binary_search(seen.begin(), seen.end(), r));
+
+  auto built = RunTool("build_joint", Msg("-v 0 --adaptor-dim 8 --out ", tmp / "j.h5", " --teacher ", ta, " --teacher ", tb));
+  REQUIRE(built.exit_code == 0);
+  const std::string ft = "-v 1 --threads 2 --device cpu --batch-size 8 --workers 1 --epochs 1 --seed 3 ";
+  auto fit = RunTool("finetune_joint", Msg(ft, "--fit-rows held-out --out ", tmp / "jf.h5 ", tmp / "j.h5 ", a, " ", b));
+  INFO(fit.err);
+  REQUIRE(fit.exit_code == 0);
+  CHECK(fit.err.find("fa: fitting on the 12 of 36 training images its teacher never saw (fold 2/3)") != std::string::npos);
+  CHECK(fit.err.find("fb: fitting on the 8 of 24 training images its teacher never saw (fold 2/3)") != std::string::npos);
+
+  // A teacher trained on every row cannot give held-out rows.
+  auto full = RunTool("train_teacher", Msg("-v 0 --threads 2 --device cpu --small-stem --embed-dim 16 --batch-size 8 "
+                                           "--workers 1 --arch resnet18 --width 0.125 --epochs 1 --out ", tmp / "tf.h5 ", b));
+  REQUIRE(full.exit_code == 0);
+  REQUIRE(RunTool("build_joint", Msg("-v 0 --adaptor-dim 8 --out ", tmp / "j2.h5", " --teacher ", ta, " --teacher ",
+                                     tmp / "tf.h5")).exit_code == 0);
+  auto refused = RunTool("finetune_joint", Msg(ft, "--fit-rows held-out --out ", tmp / "jf2.h5 ", tmp / "j2.h5 ", a, " ", b));
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.err.find("was trained on every training row; train it with --fold i/k") != std::string::npos);
+  auto bad = RunTool("train_teacher", Msg("-v 0 --fold 3/2 --out ", tmp / "x.h5 ", a));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--fold: expected i/k") != std::string::npos);
+}

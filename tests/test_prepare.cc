@@ -481,3 +481,33 @@ open(path, 'wb').write(bytes(data))
     CHECK(std::string(e.what()).find("not an image store") == std::string::npos);
   }
 }
+
+TEST_CASE("row folds: stratified, disjoint, covering, reproducible", "[unit][prepare]") {
+  TempDir tmp;
+  WriteFolderTree(tmp / "imgs", {"a", "b", "c"}, 10);
+  mlfd_test::WriteText(tmp / "m.json", FolderManifest(tmp / "imgs", 8, 3));
+  REQUIRE(RunTool("prepare_data", "-v 0 " + (tmp / "m.json") + " " + (tmp / "s.h5")).exit_code == 0);
+  const ImageStore s = ImageStore::Open(tmp / "s.h5");
+  const auto& train = s.split("train");  // 18 rows, 6 per class
+  REQUIRE(train.size() == 18);
+  std::vector<int> fold_of(static_cast<size_t>(s.size()), 0);
+  for (int i = 1; i <= 4; ++i) {
+    RowFold f = RowFold::Parse(Msg(i, "/4"), 7);
+    auto in = f.Select(s, train, true), out = f.Select(s, train, false);
+    CHECK(in.size() + out.size() == train.size());
+    CHECK(std::is_sorted(in.begin(), in.end()));
+    std::map<int64_t, int> per_class;
+    for (int64_t r : in) {
+      CHECK(fold_of[static_cast<size_t>(r)] == 0);  // in one fold only
+      fold_of[static_cast<size_t>(r)] = i;
+      per_class[s.labels()[static_cast<size_t>(r)]]++;
+    }
+    for (const auto& [label, n] : per_class) CHECK((n == 1 || n == 2));  // 6 per class over 4 folds
+    CHECK(f.Select(s, train, true) == in);  // the same draw every time
+  }
+  for (int64_t r : train) CHECK(fold_of[static_cast<size_t>(r)] > 0);  // every row in some fold
+  CHECK(RowFold::Parse("1/4", 8).Select(s, train, true) != RowFold::Parse("1/4", 7).Select(s, train, true));
+  CHECK_FALSE(RowFold::Parse("", 0).active());
+  CHECK(RowFold::Parse("", 0).Select(s, train, true) == train);
+  for (const char* bad : {"0/2", "3/2", "1/1", "1/101", "a/2", "1-2", "1/"}) CHECK_THROWS_AS(RowFold::Parse(bad, 0), UsageError);
+}

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <random>
 
 #include "util/error.h"
 #include "util/sha256.h"
@@ -49,6 +51,41 @@ ImageStore ImageStore::Open(const std::string& path) {
     s.splits_[name] = std::move(idx);
   }
   return s;
+}
+
+RowFold RowFold::Parse(const std::string& text, uint64_t seed) {
+  RowFold f;
+  f.seed = seed;
+  if (text.empty()) return f;
+  auto slash = text.find('/');
+  auto number = [&](const std::string& t) {
+    if (t.empty() || t.size() > 3 || t.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::stoi(t);
+  };
+  f.index = slash == std::string::npos ? -1 : number(text.substr(0, slash));
+  f.count = slash == std::string::npos ? -1 : number(text.substr(slash + 1));
+  if (f.count < 2 || f.count > 100 || f.index < 1 || f.index > f.count)
+    throw UsageError(Msg("--fold: expected i/k with 1 <= i <= k and 2 <= k <= 100 (e.g. 1/2: train without the first "
+                         "of two folds), got '", text, "'"));
+  return f;
+}
+
+std::string RowFold::ToString() const { return active() ? Msg(index, "/", count) : std::string("none"); }
+
+std::vector<int64_t> RowFold::Select(const ImageStore& store, const std::vector<int64_t>& rows, bool held_out) const {
+  if (!active()) return rows;
+  std::map<int64_t, std::vector<int64_t>> by_class;
+  for (int64_t r : rows) by_class[store.labels().at(static_cast<size_t>(r))].push_back(r);
+  std::vector<int64_t> out;
+  for (auto& [label, members] : by_class) {
+    std::sort(members.begin(), members.end());
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(label) + 1);
+    for (size_t i = members.size(); i > 1; --i) std::swap(members[i - 1], members[rng() % i]);
+    for (size_t p = 0; p < members.size(); ++p)
+      if ((static_cast<int>(p % static_cast<size_t>(count)) == index - 1) == held_out) out.push_back(members[p]);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::vector<std::string> ImageStore::split_names() const {

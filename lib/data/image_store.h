@@ -16,6 +16,24 @@ namespace mlfd {
 inline constexpr const char* kImageStoreFormat = "mlfd.image_store";
 inline constexpr int kImageStoreVersion = 1;
 
+class ImageStore;
+
+// One fold of a training split, for a split fit (train_teacher --fold, finetune_joint --fit-rows):
+// the rows are dealt into `count` folds stratified by class (each class's rows in a random order
+// drawn from `seed`, dealt round robin), and fold `index` (1-based) is the one held out.
+struct RowFold {
+  int index = 0, count = 0;  // 0/0: no fold, every row
+  uint64_t seed = 0;
+  bool active() const { return count > 0; }
+  // "i/k" (1 <= i <= k, 2 <= k <= 100) or "" (no fold); throws UsageError naming --fold otherwise.
+  static RowFold Parse(const std::string& text, uint64_t seed);
+  std::string ToString() const;  // "i/k"
+  // The rows among `rows` (of `store`) outside fold `index` (held_out = false: what a fold teacher
+  // trains on) or in it (held_out = true: the rows it never saw), sorted. The folds of the same rows
+  // with the same count and seed partition them; without a fold every row is returned.
+  std::vector<int64_t> Select(const ImageStore& store, const std::vector<int64_t>& rows, bool held_out) const;
+};
+
 class ImageStore {
  public:
   // Opens and validates a store; errors name the file and what is wrong.

@@ -15,10 +15,13 @@
 namespace mlfd {
 
 nlohmann::json HeadInfo::ToJson() const {
-  return {{"dataset", dataset},   {"class_names", class_names}, {"mean", mean},
-          {"std", std},           {"height", height},           {"width", width},
-          {"channels", channels}, {"store_sha256", store_sha256}, {"label_offset", label_offset},
-          {"head", head}};
+  nlohmann::json j = {{"dataset", dataset},   {"class_names", class_names}, {"mean", mean},
+                      {"std", std},           {"height", height},           {"width", width},
+                      {"channels", channels}, {"store_sha256", store_sha256}, {"label_offset", label_offset},
+                      {"head", head}};
+  if (train_fold.active())
+    j["train_fold"] = {{"index", train_fold.index}, {"count", train_fold.count}, {"seed", train_fold.seed}};
+  return j;
 }
 
 HeadInfo HeadInfo::FromJson(const nlohmann::json& j, const std::string& where) {
@@ -34,6 +37,14 @@ HeadInfo HeadInfo::FromJson(const nlohmann::json& j, const std::string& where) {
   h.store_sha256 = v.Str("store_sha256", "");
   h.label_offset = v.Int("label_offset", 0);
   h.head = v.Int32("head", 0);
+  if (v.Has("train_fold")) {
+    JsonView f(j.at("train_fold"), where + ".train_fold");
+    h.train_fold.index = f.Int32("index");
+    h.train_fold.count = f.Int32("count");
+    h.train_fold.seed = static_cast<uint64_t>(f.Int("seed", 0));
+    if (h.train_fold.count < 2 || h.train_fold.index < 1 || h.train_fold.index > h.train_fold.count)
+      throw Error(Msg(where, ".train_fold: fold ", h.train_fold.index, " of ", h.train_fold.count, " is not a fold"));
+  }
   return h;
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "data/image_store.h"
 #include "models/model.h"
 
 namespace mlfd {
@@ -32,6 +33,7 @@ struct HeadInfo {
   std::string store_sha256;              // fingerprint of the training store
   int64_t label_offset = 0;  // concatenated label space: this dataset's first label in the head
   int head = 0;              // which head of the network predicts this dataset
+  RowFold train_fold;        // trained without this fold of the training split (train_teacher --fold)
   nlohmann::json ToJson() const;
   static HeadInfo FromJson(const nlohmann::json& j, const std::string& where);
 };

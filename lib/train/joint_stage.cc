@@ -192,7 +192,10 @@ void FinetuneJointOptions::Register(po::options_description& d) {
       "unfreeze-last-stage", po::value(&unfreeze_last_stage)->default_value(unfreeze_last_stage)->implicit_value(true),
       "also train each teacher's fusion-level stage (embeds the teachers in the output)")(
       "unfreeze-lr-scale", po::value(&unfreeze_lr_scale)->default_value(unfreeze_lr_scale),
-      "learning rate of the unfrozen stage relative to --lr");
+      "learning rate of the unfrozen stage relative to --lr")(
+      "fit-rows", po::value(&fit_rows)->default_value(fit_rows),
+      "all (every training row) | held-out (of each dataset only the fold its own teacher was trained without, "
+      "train_teacher --fold: T* is fitted on the teachers' maps of images they never saw)");
 }
 
 void FinetuneJointOptions::Check() const {
@@ -205,6 +208,7 @@ void FinetuneJointOptions::Check() const {
   c.Require(!(unfreeze_last_stage && teacher_maps == "cached"), "unfreeze-last-stage",
             "cached maps cannot follow an unfrozen stage; use --teacher-maps online");
   c.Require(unfreeze_lr_scale > 0, "unfreeze-lr-scale", "must be > 0");
+  c.Require(fit_rows == "all" || fit_rows == "held-out", "fit-rows", "must be all or held-out");
   c.Throw();
   StageOptions::Check();
 }
@@ -241,18 +245,41 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
                                        path, s.Fingerprint(), joint.TeacherInputLevels(infos.back().head),
                                        int64_t{4} << 30));
   }
+  // The rows T* is fitted on: all, or only those each dataset's own teacher never saw.
+  std::vector<std::vector<int64_t>> fit_rows;
+  for (int d = 0; d < m; ++d) {
+    const auto& s = *stores[static_cast<size_t>(d)];
+    const auto& train = s.split(opts.train_split);
+    if (opts.fit_rows == "all") {
+      fit_rows.push_back(train);
+      continue;
+    }
+    const int own = joint.spec().own_teacher.at(static_cast<size_t>(infos[static_cast<size_t>(d)].head));
+    if (own < 0)
+      throw UsageError(Msg("--fit-rows held-out: ", init_path, " has no teacher of its own for '", s.name(), "'"));
+    const JointTeacher& t = joint.spec().teachers.at(static_cast<size_t>(own));
+    const HeadInfo* seen = nullptr;
+    for (const auto& h : t.datasets)
+      if (h.dataset == s.name()) seen = &h;
+    if (!seen || !seen->train_fold.active())
+      throw UsageError(Msg("--fit-rows held-out: the teacher of '", s.name(), "' (", t.path,
+                           ") was trained on every training row; train it with --fold i/k"));
+    fit_rows.push_back(seen->train_fold.Select(s, train, /*held_out=*/true));
+    MLOG(INFO) << s.name() << ": fitting on the " << fit_rows.back().size() << " of " << train.size()
+               << " training images its teacher never saw (fold " << seen->train_fold.ToString() << ")";
+  }
   // Batch composition.
   std::vector<LoaderSource> sources;
   int64_t total = 0;
-  for (const auto& s : stores) total += static_cast<int64_t>(s->split(opts.train_split).size());
+  for (const auto& rows : fit_rows) total += static_cast<int64_t>(rows.size());
   for (int d = 0; d < m; ++d) {
     const auto& s = stores[static_cast<size_t>(d)];
-    int64_t n = static_cast<int64_t>(s->split(opts.train_split).size());
+    int64_t n = static_cast<int64_t>(fit_rows[static_cast<size_t>(d)].size());
     int64_t b = opts.sampling == "per_dataset" ? opts.batch_size
                 : opts.sampling == "equal"     ? std::max<int64_t>(1, opts.batch_size / m)
                                                : std::max<int64_t>(1, std::llround(double(opts.batch_size) * n / total));
     std::vector<double> zeros(static_cast<size_t>(s->channels()), 0.0), ones(static_cast<size_t>(s->channels()), 1.0);
-    sources.push_back({s, s->split(opts.train_split), b, zeros, ones});
+    sources.push_back({s, fit_rows[static_cast<size_t>(d)], b, zeros, ones});
     MLOG(INFO) << s->name() << ": " << n << " training images, " << b << " per step";
   }
   LoaderOptions lo = opts.TrainLoader();

@@ -45,6 +45,9 @@ struct FinetuneJointOptions : StageOptions {
   std::vector<std::string> features;    // cached: one feature cache per store, same order
   bool unfreeze_last_stage = false;
   double unfreeze_lr_scale = 0.1;       // learning rate of the unfrozen stage, relative
+  // all: every training row; held-out: of each dataset only the rows its own teacher never saw
+  // (the fold it was trained without, train_teacher --fold), so T* is fitted on maps of unseen images.
+  std::string fit_rows = "all";
 
   FinetuneJointOptions() : StageOptions(0.1) {}
 

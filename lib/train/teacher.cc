@@ -20,13 +20,19 @@ void TeacherOptions::Register(po::options_description& d) {
   model.Register(d);
   StageOptions::Register(d, "images per step (split equally over the datasets)", "label smoothing");
   d.add_options()("label-space", po::value(&label_space)->default_value(label_space),
-                  "several stores: heads (one head per dataset, loss weights 1/m) | concat (one head, labels offset)");
+                  "several stores: heads (one head per dataset, loss weights 1/m) | concat (one head, labels offset)")(
+      "fold", po::value(&fold)->default_value(fold),
+      "i/k: train without fold i of k of the training split (stratified by class), for a split fit: the "
+      "checkpoint records the fold, and finetune_joint --fit-rows held-out fits T* on the rows this teacher never saw")(
+      "fold-seed", po::value(&fold_seed)->default_value(fold_seed), "seed of the folds' draw (independent of --seed)");
 }
 
 void TeacherOptions::Check() const {
   OptionChecker c;
   c.Require(label_space == "heads" || label_space == "concat", "label-space", "must be heads or concat");
+  c.Require(fold_seed < (uint64_t{1} << 62), "fold-seed", "must be below 2^62");
   c.Throw();
+  RowFold::Parse(fold, fold_seed);  // refuses a malformed --fold
   StageOptions::Check();
   model.Check();
 }
@@ -49,6 +55,7 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
     const auto& s = *stores[static_cast<size_t>(d)];
     HeadInfo h = StoreHead(s, opts.augment.size);
     h.head = concat ? 0 : d;
+    h.train_fold = RowFold::Parse(opts.fold, opts.fold_seed);
     h.label_offset = concat ? offset : 0;
     offset += s.num_classes();
     if (!concat) {
@@ -70,7 +77,15 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
 
   std::vector<LoaderSource> sources;
   int64_t per = std::max<int64_t>(1, opts.batch_size / m);
-  for (const auto& s : stores) sources.push_back({s, s->split(opts.train_split), per});
+  for (size_t d = 0; d < stores.size(); ++d) {
+    const auto& s = stores[d];
+    const RowFold& fold = infos[d].train_fold;
+    std::vector<int64_t> rows = fold.Select(*s, s->split(opts.train_split), /*held_out=*/false);
+    if (fold.active())
+      MLOG(INFO) << s->name() << ": training on " << rows.size() << " of " << s->split(opts.train_split).size()
+                 << " training images (without fold " << fold.ToString() << ", fold seed " << fold.seed << ")";
+    sources.push_back({s, std::move(rows), per});
+  }
   Loader loader(sources, opts.TrainLoader());
   MLOG(INFO) << "training on " << loader.samples_per_epoch() << " samples per epoch, "
              << loader.steps_per_epoch() << " steps of " << per * m << " images";

@@ -15,6 +15,9 @@ namespace mlfd {
 struct TeacherOptions : StageOptions {
   ModelOptions model;
   std::string label_space = "heads";   // several stores: heads | concat
+  std::string fold;                    // "i/k": train without fold i of k of each training split
+  uint64_t fold_seed = 0;              // the folds' draw (not the training seed: fold teachers of
+                                       // every seed share their folds)
   TeacherOptions() : StageOptions(0.1) {}
   void Register(boost::program_options::options_description& d);
   void Check() const;
