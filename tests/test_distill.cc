@@ -683,3 +683,26 @@ TEST_CASE("split fit: fold teachers train without their fold, T* is fitted on ex
   CHECK(bad.exit_code == 2);
   CHECK(bad.err.find("--fold: expected i/k") != std::string::npos);
 }
+
+TEST_CASE("scripts/split_fit.sh: fold teachers, T* on the held-out fold and on every row, one table", "[stage][joint]") {
+  TempDir tmp;
+  MakeStore(tmp, "fashion_tops", 3, 20, 12, 1, 51);
+  MakeStore(tmp, "fashion_shoes_bags", 2, 20, 12, 1, 52);
+  const std::string cmd = Msg("cd ", MLFD_SOURCE_DIR, " && scripts/split_fit.sh --bin ", MLFD_BIN_DIR, " --data ", tmp.path(),
+                              " --out ", tmp / "sf", " --folds 2 --teacher-epochs 1 --joint-epochs 1");
+  auto r = mlfd_test::RunShell(cmd);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("| K | fit | best epoch | T* train acc | tops val (gain over teacher) |") != std::string::npos);
+  CHECK(r.out.find("| 2 | held-out | 1 | ") != std::string::npos);
+  CHECK(r.out.find("| 2 | all | 1 | ") != std::string::npos);
+  CHECK(r.out.find("fold teachers' validation top-1: tops ") != std::string::npos);
+  // The held-out fit saw half of each training split (36 and 24 rows), the control all of it.
+  CHECK(r.err.find("fashion_tops: fitting on the 18 of 36 training images its teacher never saw (fold 1/2)") != std::string::npos);
+  CHECK(r.err.find("fashion_shoes_bags: fitting on the 12 of 24 training images") != std::string::npos);
+  CHECK(mlfd_test::FileExists(tmp / "sf/k2-seed1/joint_all.h5"));
+  auto missing = mlfd_test::RunShell(Msg("cd ", MLFD_SOURCE_DIR, " && scripts/split_fit.sh --data ", tmp / "none",
+                                         " --out ", tmp / "sf2"));
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err.find("fashion_tops.h5 does not exist") != std::string::npos);
+}
