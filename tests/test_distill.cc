@@ -706,3 +706,40 @@ TEST_CASE("scripts/split_fit.sh: fold teachers, T* on the held-out fold and on e
   CHECK(missing.exit_code == 1);
   CHECK(missing.err.find("fashion_tops.h5 does not exist") != std::string::npos);
 }
+
+TEST_CASE("joint teacher: channel dropout and noise on the teachers' maps act in training only", "[stage][joint]") {
+  Group& g = SharedGroup();
+  const std::string j = g.tmp / "j_reg.h5";
+  auto r = RunTool("build_joint", Msg("-v 0 --level layer4 --adaptor-dim 8 --out ", j, " --teacher ", g.ta, " --teacher ", g.tb));
+  REQUIRE(r.exit_code == 0);
+  Net net = LoadCheckpoint(j).net;
+  JointNetImpl& joint = AsJoint(net, j);
+  torch::NoGradGuard ng;
+  torch::Tensor x = torch::rand({4, 1, 12, 12});
+  net->eval();
+  torch::Tensor plain = net->Forward(x, {"fused"}, 0).at("fused");
+  joint.SetInputRegularisation(0.5, 1.0);
+  CHECK(torch::equal(net->Forward(x, {"fused"}, 0).at("fused"), plain));  // evaluation: untouched
+  net->train();
+  torch::manual_seed(1);
+  torch::Tensor a = net->Forward(x, {"fused"}, 0).at("fused");
+  torch::manual_seed(1);
+  torch::Tensor b = net->Forward(x, {"fused"}, 0).at("fused");
+  torch::manual_seed(2);
+  torch::Tensor c = net->Forward(x, {"fused"}, 0).at("fused");
+  CHECK(torch::equal(a, b));           // drawn from the seeded generator
+  CHECK_FALSE(torch::equal(a, c));
+  joint.SetInputRegularisation(0, 0);
+  torch::Tensor d = net->Forward(x, {"fused"}, 0).at("fused");
+  CHECK_FALSE(torch::equal(a, d));     // the regularisation changed the training-mode maps
+  CHECK_THROWS_AS(joint.SetInputRegularisation(1.0, 0), Error);
+  // finetune_joint takes them as options (and refuses bad values before any work).
+  const std::string ft = Msg("-v 0 --threads 2 --device cpu --batch-size 16 --workers 1 --epochs 1 --seed 3 ");
+  auto ok = RunTool("finetune_joint", Msg(ft, "--input-dropout 0.2 --input-noise 0.5 --out ", g.tmp / "j_reg_ft.h5 ", j, " ",
+                                          g.a, " ", g.b));
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  auto bad = RunTool("finetune_joint", Msg(ft, "--input-dropout 1 --out ", g.tmp / "j_reg_bad.h5 ", j, " ", g.a, " ", g.b));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--input-dropout") != std::string::npos);
+}

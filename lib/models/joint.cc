@@ -226,6 +226,14 @@ std::vector<std::string> JointNetImpl::TeacherInputLevels(int head) const {
   return l;
 }
 
+void JointNetImpl::SetInputRegularisation(double channel_dropout, double noise) {
+  if (!(channel_dropout >= 0 && channel_dropout < 1) || !(noise >= 0))
+    throw Error(Msg("joint teacher: input channel dropout must be in [0, 1) and noise >= 0 (got ", channel_dropout,
+                    ", ", noise, ")"));
+  input_dropout_ = channel_dropout;
+  input_noise_ = noise;
+}
+
 LevelMap JointNetImpl::ForwardFromTeachers(const LevelMap& inputs, const std::vector<std::string>& levels,
                                            int head) {
   if (head < 0 || head >= num_heads()) throw Error(Msg("joint teacher has ", num_heads(), " head(s); no head ", head));
@@ -237,6 +245,9 @@ LevelMap JointNetImpl::ForwardFromTeachers(const LevelMap& inputs, const std::ve
     torch::Tensor m = it->second.to(torch::kFloat32);
     if (m.size(2) != spec_.fuse_size || m.size(3) != spec_.fuse_size)
       m = torch::adaptive_avg_pool2d(m, {spec_.fuse_size, spec_.fuse_size});
+    if (is_training() && input_dropout_ > 0)
+      m = torch::nn::functional::dropout2d(m, torch::nn::functional::Dropout2dFuncOptions().p(input_dropout_).training(true));
+    if (is_training() && input_noise_ > 0) m = m + torch::randn_like(m) * (input_noise_ * m.detach().std());
     adapted.push_back(adaptors_[static_cast<size_t>(i)]->as<torch::nn::SequentialImpl>()->forward(m));
   }
   torch::Tensor f = fusion_->forward(torch::cat(adapted, 1));

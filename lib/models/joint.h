@@ -77,6 +77,12 @@ class JointNetImpl : public NetImpl {
   // Needs embedded teachers. Returns the names of the parameters it unfroze.
   std::vector<std::string> UnfreezeLastStage();
 
+  // Regularisation of the teachers' maps before the adaptors, in training mode only (a remedy for
+  // T* fitted on maps of images its teachers memorised): each channel of each map dropped with
+  // probability `channel_dropout` (the rest scaled by 1/(1-p), as Dropout2d), then Gaussian noise
+  // of `noise` times the map's standard deviation added. Not part of the checkpoint: a training option.
+  void SetInputRegularisation(double channel_dropout, double noise);
+
   using torch::nn::Module::to;
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
   void to(torch::Dtype dtype, bool non_blocking = false) override;
@@ -96,6 +102,7 @@ class JointNetImpl : public NetImpl {
   JointSpec spec_;
   std::vector<Net> teachers_;
   bool unfrozen_ = false;
+  double input_dropout_ = 0, input_noise_ = 0;
   torch::nn::ModuleList adaptors_{nullptr};
   torch::nn::Sequential fusion_{nullptr};
   torch::nn::ModuleList stages_{nullptr};

@@ -195,7 +195,13 @@ void FinetuneJointOptions::Register(po::options_description& d) {
       "learning rate of the unfrozen stage relative to --lr")(
       "fit-rows", po::value(&fit_rows)->default_value(fit_rows),
       "all (every training row) | held-out (of each dataset only the fold its own teacher was trained without, "
-      "train_teacher --fold: T* is fitted on the teachers' maps of images they never saw)");
+      "train_teacher --fold: T* is fitted on the teachers' maps of images they never saw)")(
+      "input-dropout", po::value(&input_dropout)->default_value(input_dropout),
+      "drop each channel of the teachers' maps before the adaptors with this probability while training "
+      "(Dropout2d; a remedy for maps of memorised images)")(
+      "input-noise", po::value(&input_noise)->default_value(input_noise),
+      "add Gaussian noise to the teachers' maps before the adaptors while training, this many times each "
+      "map's standard deviation");
 }
 
 void FinetuneJointOptions::Check() const {
@@ -209,6 +215,8 @@ void FinetuneJointOptions::Check() const {
             "cached maps cannot follow an unfrozen stage; use --teacher-maps online");
   c.Require(unfreeze_lr_scale > 0, "unfreeze-lr-scale", "must be > 0");
   c.Require(fit_rows == "all" || fit_rows == "held-out", "fit-rows", "must be all or held-out");
+  c.Require(input_dropout >= 0 && input_dropout < 1, "input-dropout", "must be in [0, 1)");
+  c.Require(input_noise >= 0, "input-noise", "must be >= 0");
   c.Throw();
   StageOptions::Check();
 }
@@ -226,6 +234,7 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     MLOG(INFO) << "unfroze " << unfrozen.size() << " teacher tensors (lr x " << opts.unfreeze_lr_scale << ")";
   }
   JointNetImpl& joint = AsJoint(net, init_path);
+  joint.SetInputRegularisation(opts.input_dropout, opts.input_noise);
   const int m = static_cast<int>(store_paths.size());
   if (m == 0) throw UsageError("give at least one image store");
   if (!opts.features.empty() && static_cast<int>(opts.features.size()) != m)

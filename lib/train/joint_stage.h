@@ -48,6 +48,8 @@ struct FinetuneJointOptions : StageOptions {
   // all: every training row; held-out: of each dataset only the rows its own teacher never saw
   // (the fold it was trained without, train_teacher --fold), so T* is fitted on maps of unseen images.
   std::string fit_rows = "all";
+  double input_dropout = 0;  // channel dropout of the teachers' maps before the adaptors (training)
+  double input_noise = 0;    // Gaussian noise on them, relative to each map's standard deviation
 
   FinetuneJointOptions() : StageOptions(0.1) {}
 
