@@ -23,6 +23,7 @@
 #include "util/file_roles.h"
 #include "util/json_view.h"
 #include "util/log.h"
+#include "util/parallel.h"
 
 namespace mlfd {
 
@@ -164,13 +165,7 @@ bool CommandLine::Parse(int argc, char** argv) {
   CheckNumbers(vm_, given.options, "");
 
   SetVerbosity(verbosity_);
-  // More compute threads than cores only adds switching (10,000 once started 1,400 threads and
-  // stalled): bounded by the machine's cores, with a warning.
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (threads_ > cores) {
-    MLOG(WARNING) << "--threads " << threads_ << " is more than this machine's " << cores << " cores; using " << cores;
-    threads_ = cores;
-  }
+  threads_ = BoundByCores("--threads", threads_);
   // OpenCV's own warnings (e.g. on an unreadable image) would break our one-line errors.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
   threads_ = SetThreadCount(threads_);
@@ -204,7 +199,7 @@ nlohmann::json VersionInfo() {
 }
 
 int SetThreadCount(int threads) {
-  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int n = threads > 0 ? threads : CoreCount();
   torch::set_num_threads(n);
   cv::setNumThreads(n);
   return n;

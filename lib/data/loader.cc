@@ -10,6 +10,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/parallel.h"
 
 namespace mlfd {
 
@@ -47,16 +48,7 @@ Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
       }
     }
   }
-  // Loader threads beyond the cores only add switching: bounded, with one warning per process.
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (opts_.workers > cores) {
-    static std::once_flag warned;
-    std::call_once(warned, [&] {
-      MLOG(WARNING) << "--workers " << opts_.workers << " is more than this machine's " << cores << " cores; using "
-                    << cores;
-    });
-    opts_.workers = cores;
-  }
+  opts_.workers = BoundByCores("--workers", opts_.workers);
   for (size_t s = 0; s < sources_.size(); ++s) {
     const auto& src = sources_[s];
     if (src.indices.empty()) throw Error(Msg(src.store->path(), ": no samples to load"));

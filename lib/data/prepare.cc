@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "data/image_store.h"
+#include "data/source_readers.h"
 #include "io/h5.h"
 #include "util/file_roles.h"
 #include "util/options.h"
@@ -175,9 +176,8 @@ std::string WhyUnreadable(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) == 0) return "";
   const int err = errno;
-  struct stat lst;
-  if (lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode))
-    return err == ELOOP ? " (a symbolic link loop)" : " (a dangling symbolic link)";
+  const std::string broken = BrokenLinkReason(path);
+  if (!broken.empty()) return " (" + broken + ")";
   return err == ENOENT ? " (missing)" : Msg(" (", std::strerror(err), ")");
 }
 

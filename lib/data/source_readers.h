@@ -18,6 +18,9 @@ std::vector<RawSample> ReadFlowers102Source(const SourceContext& ctx);
 
 // Helpers shared by the readers.
 bool IsImageFile(const std::string& name, const std::vector<std::string>& extensions);
+// "a dangling symbolic link" or "a symbolic link loop" when `path` is a link that leads nowhere,
+// else "" (prepare_data names these instead of dropping them).
+std::string BrokenLinkReason(const std::string& path);
 std::vector<std::string> DefaultImageExtensions();
 // Whole file into memory, transparently gunzipping .gz (throws Error naming the file).
 std::string ReadFileMaybeGz(const std::string& path);

@@ -29,6 +29,15 @@ std::vector<std::string> DefaultImageExtensions() {
   return {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"};
 }
 
+std::string BrokenLinkReason(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) return "";
+  const int err = errno;
+  struct stat lst;
+  if (lstat(path.c_str(), &lst) != 0 || !S_ISLNK(lst.st_mode)) return "";
+  return err == ELOOP ? "a symbolic link loop" : "a dangling symbolic link";
+}
+
 bool IsImageFile(const std::string& name, const std::vector<std::string>& extensions) {
   auto dot = name.rfind('.');
   if (dot == std::string::npos || name[0] == '.') return false;
@@ -101,18 +110,11 @@ std::vector<std::string> ListDir(const std::string& dir, bool want_dirs) {
     if (name.empty() || name[0] == '.') continue;
     struct stat st;
     if (stat((dir + "/" + name).c_str(), &st) != 0) {
-      const int err = errno;
       // A symbolic link that leads nowhere (dangling, or a loop) is not dropped without a word: as a
       // file it is listed with the images that cannot be read; as a folder, warned about.
-      struct stat lst;
-      if (lstat((dir + "/" + name).c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
-        if (!want_dirs) {
-          out.push_back(name);
-        } else {
-          MLOG(WARNING) << dir << "/" << name << ": " << (err == ELOOP ? "a symbolic link loop" : "a dangling symbolic link")
-                        << ", skipped";
-        }
-      }
+      const std::string broken = BrokenLinkReason(dir + "/" + name);
+      if (!broken.empty() && !want_dirs) out.push_back(name);
+      if (!broken.empty() && want_dirs) MLOG(WARNING) << dir << "/" << name << ": " << broken << ", skipped";
       continue;
     }
     if (want_dirs == S_ISDIR(st.st_mode)) out.push_back(name);

@@ -7,10 +7,31 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "util/log.h"
+
 namespace mlfd {
+
+// The machine's cores (at least 1).
+inline int CoreCount() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+// A thread count an option asked for (--threads, --workers), bounded by the cores: more threads
+// than cores only add switching (--threads 10000 once started 1,400 threads and stalled). Warns
+// once per option and process when it bounds.
+inline int BoundByCores(const std::string& option, int requested) {
+  const int cores = CoreCount();
+  if (requested <= cores) return requested;
+  static std::mutex mu;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mu);
+  if (warned.insert(option).second)
+    MLOG(WARNING) << option << " " << requested << " is more than this machine's " << cores << " cores; using " << cores;
+  return cores;
+}
 
 inline void ParallelFor(int64_t n, int threads, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
