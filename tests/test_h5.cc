@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "io/h5.h"
 #include "io/tensor_io.h"
@@ -84,6 +85,115 @@ TEST_CASE("h5: a row list is read with one selection in the asked order of the f
                     Catch::Contains("rows must be ascending, distinct and below 12"));
   CHECK_THROWS_WITH(f.ReadRowList("x", {1, 12}, got.data_ptr(), h5::DType::kFloat16),
                     Catch::Contains("row 12: rows must be ascending"));
+}
+
+namespace {
+// HDF5's own Fletcher32 loop (H5_checksum_fletcher32), word by word.
+uint32_t ReferenceFletcher32(const uint8_t* data, size_t bytes) {
+  size_t len = bytes / 2;
+  uint32_t sum1 = 0, sum2 = 0;
+  while (len) {
+    size_t n = len > 360 ? 360 : len;
+    len -= n;
+    do {
+      sum1 += (static_cast<uint32_t>(data[0]) << 8) | data[1];
+      data += 2;
+      sum2 += sum1;
+    } while (--n);
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  if (bytes % 2) {
+    sum1 += static_cast<uint32_t>(*data) << 8;
+    sum2 += sum1;
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+  sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  return (sum2 << 16) | sum1;
+}
+}  // namespace
+
+TEST_CASE("h5: Fletcher32 is HDF5's checksum to the bit", "[unit][h5]") {
+  std::vector<uint8_t> bytes(100003);
+  uint32_t x = 7;
+  for (auto& b : bytes) b = static_cast<uint8_t>((x = x * 1664525u + 1013904223u) >> 24);
+  for (size_t n : {0, 1, 2, 3, 719, 720, 721, 722, 6272, 100003}) {
+    INFO(n);
+    CHECK(h5::Fletcher32(bytes.data(), n) == ReferenceFletcher32(bytes.data(), n));
+  }
+  std::vector<uint8_t> ones(9999, 0xff);  // the largest words: the sums wrap as HDF5's do
+  CHECK(h5::Fletcher32(ones.data(), ones.size()) == ReferenceFletcher32(ones.data(), ones.size()));
+  // By hand: words 0x6162, 0x6364 and the odd byte as 0x6500; sum1 = 0x129c6 -> 0x29c7,
+  // sum2 = 0x6162 + 0xc4c6 -> 0x2629, + 0x129c6 = 0x14fef -> 0x4ff0.
+  const uint8_t abcde[] = {'a', 'b', 'c', 'd', 'e'};
+  CHECK(h5::Fletcher32(abcde, 5) == 0x4ff029c7);
+}
+
+TEST_CASE("h5: rows stored one per chunk are read directly, in any order, checksums verified", "[unit][h5]") {
+  TempDir tmp;
+  torch::manual_seed(3);
+  torch::Tensor half = torch::randn({9, 3, 5}).to(torch::kFloat16);
+  torch::Tensor single = torch::randn({9, 4});
+  torch::Tensor odd = torch::randint(0, 256, {9, 7}, torch::kUInt8);  // 7 bytes a row: the odd byte
+  {
+    h5::File f = h5::File::Create(tmp / "c.h5");
+    auto put = [&](const std::string& name, const torch::Tensor& t, h5::DatasetOptions o) {
+      std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+      h5::DType dt = t.scalar_type() == torch::kFloat16 ? h5::DType::kFloat16
+                     : t.scalar_type() == torch::kUInt8 ? h5::DType::kUInt8 : h5::DType::kFloat32;
+      f.CreateDataset(name, dt, shape, o);
+      WriteTensorRows(f, name, 0, t);
+    };
+    put("half", half, {1, 0});
+    put("single", single, {1, 0});
+    put("odd", odd, {1, 0});
+    put("two_rows_a_chunk", single, {2, 0});
+    put("gzip", single, {1, 4});
+  }
+  h5::File f = h5::File::Open(tmp / "c.h5");
+  const std::vector<int64_t> rows{8, 0, 3, 3, 5, 4, 0};  // any order, repeats
+  torch::Tensor idx = torch::tensor(rows);
+  for (auto [name, t] : {std::pair<const char*, torch::Tensor>{"half", half}, {"single", single}, {"odd", odd}}) {
+    INFO(name);
+    auto index = f.IndexRowChunks(name);
+    REQUIRE(index != nullptr);
+    CHECK(index->fletcher32);
+    CHECK(index->addr.size() == 9);
+    auto shape = t.sizes().vec();
+    shape[0] = 7;
+    torch::Tensor got = torch::empty(shape, t.options());
+    f.ReadChunkRows(*index, rows, got.data_ptr());
+    CHECK(torch::equal(got, t.index_select(0, idx)));
+    CHECK_THROWS_WITH(f.ReadChunkRows(*index, {9}, got.data_ptr()), Catch::Contains("row 9 outside the dataset's 9 rows"));
+  }
+  // Other layouts are left to HDF5's reader.
+  CHECK(f.IndexRowChunks("two_rows_a_chunk") == nullptr);
+  CHECK(f.IndexRowChunks("gzip") == nullptr);
+  // A flipped bit in row 5's chunk: that row is refused, the others still read.
+  auto index = f.IndexRowChunks("single");
+  const uint64_t at = index->addr[5] + 9;
+  f.Close();
+  {
+    std::fstream io(tmp / "c.h5", std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(at));
+    char b = 0;
+    io.read(&b, 1);
+    b = static_cast<char>(b ^ 0x04);
+    io.seekp(static_cast<std::streamoff>(at));
+    io.write(&b, 1);
+  }
+  h5::File g = h5::File::Open(tmp / "c.h5");
+  auto gi = g.IndexRowChunks("single");
+  REQUIRE(gi != nullptr);
+  torch::Tensor one = torch::empty({2, 4});
+  g.ReadChunkRows(*gi, {4, 6}, one.data_ptr());
+  CHECK(torch::equal(one, single.index_select(0, torch::tensor({4, 6}))));
+  CHECK_THROWS_WITH(g.ReadChunkRows(*gi, {4, 5}, one.data_ptr()),
+                    Catch::Contains("single: checksum mismatch: the stored data is corrupt (row 5"));
+  // HDF5's reader agrees that the data is corrupt.
+  CHECK_THROWS_WITH(ReadTensor(g, "single"), Catch::Contains("checksum mismatch"));
 }
 
 TEST_CASE("h5: attributes and strings", "[unit][h5]") {

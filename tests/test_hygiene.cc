@@ -500,6 +500,21 @@ with open(path, 'r+b') as fp:
   auto es = RunTool("evaluate", Msg("-v 0 --device cpu ", tmp / "t.h5", " ", tmp / "bad_store.h5"));
   CHECK(es.exit_code == 1);
   CHECK(es.err.find("images: checksum mismatch") != std::string::npos);
+  // The feature cache's direct reader (per-sample chunks read with pread) returns what HDF5 reads,
+  // in the asked order, and verifies every row it reads.
+  torch::Tensor rows;
+  {
+    FeatureCache cache(tmp / "f.h5");
+    rows = cache.Indices("train");
+    h5::File hf = h5::File::Open(tmp / "f.h5");
+    torch::Tensor all = ReadTensor(hf, "train/layer1").to(torch::kFloat32);
+    CHECK(torch::equal(cache.Read("train", "layer1", rows.flip(0)), all.flip(0)));
+  }
+  fs::copy_file(tmp / "f.h5", tmp / "bad_f.h5");
+  REQUIRE(mlfd_test::RunPython(tmp.path(), flip, Msg(tmp / "bad_f.h5", " train/layer1")).exit_code == 0);
+  FeatureCache bad(tmp / "bad_f.h5");
+  CHECK_THROWS_WITH(bad.Read("train", "layer1", rows), Catch::Contains("train/layer1: checksum mismatch"));
+  CHECK_NOTHROW(bad.Read("train", "layer1", rows.slice(0, 1)));  // the other rows are intact
 }
 
 TEST_CASE("stages tune glibc's allocator, leave a user's malloc settings alone, and train the same either way",

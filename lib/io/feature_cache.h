@@ -25,6 +25,7 @@ namespace mlfd {
 
 namespace h5 {
 class File;
+struct RowChunks;
 }
 
 inline constexpr const char* kFeatureFormat = "mlfd.features";
@@ -67,6 +68,8 @@ class FeatureCache {
 
  private:
   const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
+  // The chunk index of dataset `name` (built on first use), or null when it is read through HDF5.
+  const h5::RowChunks* Chunks(const std::string& name);
 
   std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_, dataset_;
   int64_t head_ = 0;
@@ -74,6 +77,7 @@ class FeatureCache {
   std::unique_ptr<h5::File> file_;
   std::map<std::string, std::unordered_map<int64_t, int64_t>> rows_;
   std::map<std::string, torch::Tensor> memory_;  // "<split>/<level>" -> all rows
+  std::map<std::string, std::unique_ptr<h5::RowChunks>> chunks_;  // "<split>/<level>" -> index or null
 };
 
 }  // namespace mlfd
