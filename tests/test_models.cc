@@ -5,11 +5,14 @@
 
 #include <sstream>
 
+#include "io/h5.h"
+#include "models/checkpoint.h"
 #include "models/model.h"
 #include "test_util.h"
 #include "util/error.h"
 
 using namespace mlfd;
+using mlfd_test::TempDir;
 
 namespace {
 ModelConfig Full(const std::string& arch, int classes = 1000) {
@@ -132,4 +135,62 @@ TEST_CASE("models: tiny configs train, heads, drop-path, errors", "[unit][models
   CHECK_THROWS_WITH(BuildModel(bad), Catch::Contains("unknown architecture 'vgg16' (valid: resnet18"));
   CHECK_THROWS_WITH(ModelConfig::FromJson(nlohmann::json{{"arch", "resnet18"}, {"in_channels", 3}, {"head_classes", {2}}, {"typo", 1}}, "ck.h5"),
                     Catch::Contains("ck.h5: typo: unknown key"));
+}
+
+TEST_CASE("models: BatchNorm folded into the convolutions gives the same outputs, stays frozen, is never saved",
+          "[unit][models]") {
+  TempDir tmp;
+  for (const std::string arch : {"resnet18", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"}) {
+    INFO(arch);
+    ModelConfig c;
+    c.arch = arch;
+    c.width = 0.25;
+    c.small_stem = true;
+    c.in_channels = 3;
+    c.embed_dim = 32;
+    c.head_classes = {4};
+    torch::manual_seed(2);
+    Net n = BuildModel(c);
+    // Statistics and affine parameters far from the identity, as a trained network's are.
+    int norms = 0;
+    {
+      torch::NoGradGuard g;
+      for (const auto& b : n->named_buffers())
+        if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.5), ++norms;
+        else if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.2, 3.0);
+      for (const auto& p : n->named_parameters())
+        if (p.value().dim() == 1) p.value().uniform_(-0.5, 1.5);
+    }
+    n->eval();
+    torch::Tensor x = torch::randn({6, 3, 28, 28});
+    std::vector<std::string> levels = n->MapLevels();
+    levels.push_back("logits");
+    LevelMap before, after;
+    {
+      torch::NoGradGuard g;
+      before = n->Forward(x, levels);
+    }
+    const auto names_before = n->named_parameters().keys();
+    const int folded = FoldBatchNorm(*n);
+    // Every BatchNorm that follows its convolution directly; SE-ResNeXt's stem BatchNorm follows
+    // its three-convolution stem Sequential and is left as it is.
+    CHECK(folded == (arch == "seresnext26t_32x4d" ? norms - 1 : norms));
+    CHECK(HasFoldedNorm(*n));
+    CHECK(FoldBatchNorm(*n) == 0);  // folding twice changes nothing
+    {
+      torch::NoGradGuard g;
+      after = n->Forward(x, levels);
+    }
+    for (const auto& l : levels) {
+      INFO(l);
+      const double scale = std::max(1.0, before.at(l).abs().max().item<double>());
+      CHECK((after.at(l) - before.at(l)).abs().max().item<double>() <= 1e-4 * scale);
+    }
+    CHECK(n->named_parameters().keys() == names_before);  // the checkpoint's names are unchanged
+    n->train();
+    CHECK_THROWS_WITH(n->forward(x), Catch::Contains("folded for inference was run in training mode"));
+    n->eval();
+    h5::File f = h5::File::Create(tmp / (arch + ".h5"));
+    CHECK_THROWS_WITH(WriteModelState(f, "state", *n), Catch::Contains("BatchNorm folded for inference is not saved"));
+  }
 }

@@ -150,7 +150,7 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
 
   Net net = ck.net;
   net->to(device);
-  net->eval();
+  PrepareFrozen(*net);  // BatchNorm folded, channels-last (the writes below make rows contiguous)
   torch::NoGradGuard no_grad;
   const torch::ScalarType map_type = opts.dtype == "float16" ? torch::kFloat16 : torch::kFloat32;
   const int64_t k = static_cast<int64_t>(info.class_names.size());

@@ -101,7 +101,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   }
   for (auto& t : teachers) {
     t->to(device);
-    t->eval();
+    PrepareFrozen(*t);  // frozen for good: BatchNorm folded, channels-last
   }
   for (auto& t : loss.terms) t->To(device);
 

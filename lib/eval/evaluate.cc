@@ -105,6 +105,7 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
                   << " was trained on (fingerprints differ); its splits may overlap the training data";
   AugmentConfig eval;
   eval.out_size = (info.height == store->height() && info.width == store->width()) ? 0 : info.height;
+  PrepareFrozen(*ck.net);  // BatchNorm folded, channels-last: the network only runs frozen here
   Predictions p = Predict(ck.net, info, store, store->split(opts.split), eval, device, opts.batch_size,
                           opts.workers);
   ClassificationMetrics m = ComputeMetrics(p.logits, p.labels, store->num_classes());

@@ -67,6 +67,8 @@ std::map<std::string, torch::Tensor> NamedState(torch::nn::Module& m) {
 }  // namespace
 
 void WriteModelState(h5::File& f, const std::string& group, torch::nn::Module& module) {
+  if (HasFoldedNorm(module))
+    throw Error(Msg("internal: ", f.path(), ":", group, ": a network with BatchNorm folded for inference is not saved"));
   for (const auto& [name, t] : NamedState(module)) WriteTensor(f, group + "/" + name, t);
 }
 

@@ -26,7 +26,7 @@ TORCH_MODULE(Seq);
 
 // Conv2dNormActivation: Sequential(conv, BN, [SiLU]).
 Seq ConvBnAct(int in, int out, int k, int stride, int groups, bool act) {
-  Seq s(Conv(in, out, k, stride, (k - 1) / 2, groups), torch::nn::BatchNorm2d(out));
+  Seq s(Conv(in, out, k, stride, (k - 1) / 2, groups), Norm(out));
   if (act) s->push_back(torch::nn::SiLU());
   return s;
 }

@@ -13,6 +13,74 @@
 
 namespace mlfd {
 
+NormImpl::NormImpl(int64_t channels) {
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+  running_mean = register_buffer("running_mean", torch::zeros({channels}));
+  running_var = register_buffer("running_var", torch::ones({channels}));
+  num_batches_tracked = register_buffer("num_batches_tracked", torch::tensor(0, torch::kLong));
+}
+
+torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  if (folded) {
+    if (is_training()) throw Error("internal: a BatchNorm folded for inference was run in training mode");
+    return x;
+  }
+  if (is_training()) num_batches_tracked += 1;
+  return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), kMomentum, kEps,
+                           at::globalContext().userEnabledCuDNN());
+}
+
+void NormImpl::pretty_print(std::ostream& stream) const {
+  stream << "mlfd::Norm(" << weight.size(0) << (folded ? ", folded" : "") << ")";
+}
+
+int FoldBatchNorm(torch::nn::Module& net) {
+  torch::NoGradGuard no_grad;
+  net.eval();
+  int folded = 0;
+  for (const auto& parent : net.modules(/*include_self=*/true)) {
+    const auto kids = parent->named_children();
+    for (size_t i = 0; i + 1 < kids.size(); ++i) {
+      // The backbones register each BatchNorm right after the convolution that feeds it.
+      auto* conv = kids[i].value()->as<torch::nn::Conv2d>();
+      auto* norm = dynamic_cast<NormImpl*>(kids[i + 1].value().get());
+      if (!conv || !norm || norm->folded) continue;
+      const int64_t c = conv->weight.size(0);
+      if (norm->running_mean.numel() != c)
+        throw Error(Msg("internal: ", kids[i + 1].key(), " (", norm->running_mean.numel(), " channels) does not follow ",
+                        kids[i].key(), " (", c, ")"));
+      const double eps = NormImpl::kEps;
+      const torch::Tensor& gamma = norm->weight;
+      const torch::Tensor& beta = norm->bias;
+      // In float64, then back: the folded weights are as close to the exact product as float32 allows.
+      torch::Tensor scale = gamma.to(torch::kFloat64) / (norm->running_var.to(torch::kFloat64) + eps).sqrt();
+      torch::Tensor w = conv->weight.to(torch::kFloat64) * scale.view({-1, 1, 1, 1});
+      torch::Tensor b0 = conv->bias.defined() ? conv->bias.to(torch::kFloat64) : torch::zeros_like(scale);
+      torch::Tensor b = (b0 - norm->running_mean.to(torch::kFloat64)) * scale + beta.to(torch::kFloat64);
+      conv->weight.copy_(w);
+      if (conv->bias.defined()) conv->bias.copy_(b);
+      else conv->bias = b.to(conv->weight.options());  // what forward adds; not a registered parameter
+      norm->folded = true;
+      ++folded;
+    }
+  }
+  return folded;
+}
+
+bool HasFoldedNorm(torch::nn::Module& module) {
+  for (const auto& m : module.modules(/*include_self=*/true))
+    if (auto* n = dynamic_cast<NormImpl*>(m.get()); n && n->folded) return true;
+  return false;
+}
+
+void PrepareFrozen(torch::nn::Module& net) {
+  FoldBatchNorm(net);
+  torch::NoGradGuard no_grad;
+  for (auto& p : net.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
 std::vector<std::string> ArchNames() {
   return {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"};
 }

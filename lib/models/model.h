@@ -100,4 +100,19 @@ TORCH_MODULE(Net);
 // Builds a randomly initialised network (torchvision's init schemes) for the config.
 Net BuildModel(const ModelConfig& config);
 
+// For a network that only runs frozen from now on (a teacher's signals, extract_features,
+// evaluate): puts it in evaluation mode and folds every backbone BatchNorm into the convolution
+// that feeds it (weight * gamma / sqrt(var + eps), bias (b - mean) * gamma / sqrt(var + eps) + beta),
+// so the BatchNorm passes are skipped. Outputs equal the unfolded network's within float rounding.
+// A folded network must stay in evaluation mode and is never saved (WriteModelState refuses it).
+// Returns how many BatchNorms were folded.
+int FoldBatchNorm(torch::nn::Module& net);
+// Whether any BatchNorm of `module` is folded.
+bool HasFoldedNorm(torch::nn::Module& module);
+// What the stages do to a network that only runs frozen (evaluate, extract_features, a student's
+// teachers): FoldBatchNorm, then every 4-D weight in channels-last order, so that the whole forward
+// pass runs channels-last (a convolution's output follows its weight's layout). Outputs equal the
+// unprepared network's within float rounding (docs/performance.md measures the speed).
+void PrepareFrozen(torch::nn::Module& net);
+
 }  // namespace mlfd

@@ -61,6 +61,9 @@ void InitConvBn(torch::nn::Module& root) {
     } else if (auto* b = m->as<torch::nn::BatchNorm2d>()) {
       b->weight.fill_(1.0);
       b->bias.zero_();
+    } else if (auto* n = m->as<Norm>()) {
+      n->weight.fill_(1.0);
+      n->bias.zero_();
     }
   }
 }
@@ -74,20 +77,20 @@ struct BlockImpl : torch::nn::Module {
     int out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       conv1 = register_module("conv1", Conv(inplanes, planes, 1));
-      bn1 = register_module("bn1", torch::nn::BatchNorm2d(planes));
+      bn1 = register_module("bn1", Norm(planes));
       conv2 = register_module("conv2", Conv(planes, planes, 3, stride, 1));
-      bn2 = register_module("bn2", torch::nn::BatchNorm2d(planes));
+      bn2 = register_module("bn2", Norm(planes));
       conv3 = register_module("conv3", Conv(planes, out, 1));
-      bn3 = register_module("bn3", torch::nn::BatchNorm2d(out));
+      bn3 = register_module("bn3", Norm(out));
     } else {
       conv1 = register_module("conv1", Conv(inplanes, planes, 3, stride, 1));
-      bn1 = register_module("bn1", torch::nn::BatchNorm2d(planes));
+      bn1 = register_module("bn1", Norm(planes));
       conv2 = register_module("conv2", Conv(planes, planes, 3, 1, 1));
-      bn2 = register_module("bn2", torch::nn::BatchNorm2d(planes));
+      bn2 = register_module("bn2", Norm(planes));
     }
     if (stride != 1 || inplanes != out)
       downsample = register_module("downsample", torch::nn::Sequential(Conv(inplanes, out, 1, stride),
-                                                                      torch::nn::BatchNorm2d(out)));
+                                                                      Norm(out)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = bn1(conv1(x)).relu_();  // in place, as torchvision
@@ -99,7 +102,7 @@ struct BlockImpl : torch::nn::Module {
   bool bottleneck;
   double drop_path;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  Norm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(Block);
@@ -117,7 +120,7 @@ class ResNetImpl : public ResidualNetImpl {
     int inplanes = Scaled(64, c.width);
     conv1_ = register_module("conv1", c.small_stem ? Conv(c.in_channels, inplanes, 3, 1, 1)
                                                    : Conv(c.in_channels, inplanes, 7, 2, 3));
-    bn1_ = register_module("bn1", torch::nn::BatchNorm2d(inplanes));
+    bn1_ = register_module("bn1", Norm(inplanes));
     channels_["stem"] = inplanes;
     const int total = depth[0] + depth[1] + depth[2] + depth[3];
     int index = 0;
@@ -141,7 +144,7 @@ class ResNetImpl : public ResidualNetImpl {
 
  private:
   torch::nn::Conv2d conv1_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr};
+  Norm bn1_{nullptr};
 };
 
 }  // namespace

@@ -49,15 +49,15 @@ struct XBlockImpl : torch::nn::Module {
     cardinality = std::gcd(width, cardinality);
     int out = planes * 4;
     conv1 = register_module("conv1", Conv(inplanes, width, 1));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(width));
+    bn1 = register_module("bn1", Norm(width));
     conv2 = register_module("conv2", Conv(width, width, 3, stride, 1, cardinality));
-    bn2 = register_module("bn2", torch::nn::BatchNorm2d(width));
+    bn2 = register_module("bn2", Norm(width));
     conv3 = register_module("conv3", Conv(width, out, 1));
-    bn3 = register_module("bn3", torch::nn::BatchNorm2d(out));
+    bn3 = register_module("bn3", Norm(out));
     se = register_module("se", SEModule(out));
     if (stride != 1 || inplanes != out)
       downsample = register_module("downsample", torch::nn::Sequential(AvgDown(stride), Conv(inplanes, out, 1),
-                                                                      torch::nn::BatchNorm2d(out)));
+                                                                      Norm(out)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = bn1(conv1(x)).relu_();  // in place, as torchvision
@@ -68,7 +68,7 @@ struct XBlockImpl : torch::nn::Module {
   }
   double drop_path;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  Norm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   SEModule se{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
@@ -80,9 +80,9 @@ class SEResNeXtImpl : public ResidualNetImpl {
     const int cardinality = std::max(1, static_cast<int>(std::lround(32 * c.width)));
     int s1 = Scaled(24, c.width), s2 = Scaled(32, c.width), inplanes = Scaled(64, c.width);
     stem_ = register_module("conv1", torch::nn::Sequential(
-        Conv(c.in_channels, s1, 3, c.small_stem ? 1 : 2, 1), torch::nn::BatchNorm2d(s1), torch::nn::ReLU(),
-        Conv(s1, s2, 3, 1, 1), torch::nn::BatchNorm2d(s2), torch::nn::ReLU(), Conv(s2, inplanes, 3, 1, 1)));
-    bn1_ = register_module("bn1", torch::nn::BatchNorm2d(inplanes));
+        Conv(c.in_channels, s1, 3, c.small_stem ? 1 : 2, 1), Norm(s1), torch::nn::ReLU(),
+        Conv(s1, s2, 3, 1, 1), Norm(s2), torch::nn::ReLU(), Conv(s2, inplanes, 3, 1, 1)));
+    bn1_ = register_module("bn1", Norm(inplanes));
     channels_["stem"] = inplanes;
     int index = 0;
     for (int s = 0; s < 4; ++s) {
@@ -105,7 +105,7 @@ class SEResNeXtImpl : public ResidualNetImpl {
 
  private:
   torch::nn::Sequential stem_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr};
+  Norm bn1_{nullptr};
 };
 
 }  // namespace

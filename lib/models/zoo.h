@@ -21,6 +21,23 @@ torch::Tensor DropPath(const torch::Tensor& x, double p, bool training);
 // Channels scaled by the width multiplier (at least 4).
 int Scaled(int channels, double width);
 
+// The backbones' BatchNorm2d: torch::nn::BatchNorm2d's computation (torch::batch_norm, momentum
+// 0.1, eps 1e-5), parameters, buffers and names (weight, bias, running_mean, running_var,
+// num_batches_tracked), and one addition: FoldBatchNorm can fold it into the convolution before
+// it, after which it passes its input through and refuses to run in training mode. (A subclass of
+// torch::nn::BatchNorm2dImpl cannot be linked against LibTorch 1.13: its base's pretty_print is
+// not exported.)
+class NormImpl : public torch::nn::Module {
+ public:
+  explicit NormImpl(int64_t channels);
+  torch::Tensor forward(const torch::Tensor& x);
+  void pretty_print(std::ostream& stream) const override;
+  static constexpr double kEps = 1e-5, kMomentum = 0.1;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  bool folded = false;
+};
+TORCH_MODULE(Norm);
+
 // torchvision's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1 bias 0.
 void InitConvBn(torch::nn::Module& m);
 
