@@ -132,12 +132,14 @@ class PadCropDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), int(self.labels[i])
 
 
-def run_pytorch(args, data):
+def run_pytorch(args, data, channels_last=False):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     random.seed(0)
     model = mt.MLFDResNet(args.arch, in_channels=data["channels"], head_classes=[data["classes"]],
                           small_stem=args.small_stem, width=args.width, embed_dim=args.embed_dim)
+    if channels_last:  # PyTorch's best CPU setting for convolutions (oneDNN's blocked layouts)
+        model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
@@ -162,6 +164,8 @@ def run_pytorch(args, data):
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             z = model(x)
             loss = F.cross_entropy(z, y, label_smoothing=0.1)
             loss_value = loss.item()
@@ -201,6 +205,8 @@ def main():
     p.add_argument("--pad", type=int, default=2)
     p.add_argument("--bin", default=os.path.join(ROOT, "build/bin"), help="where train_teacher is")
     p.add_argument("--only", choices=["ours", "pytorch"], default=None, help="run one side only")
+    p.add_argument("--pytorch-channels-last", action="store_true",
+                   help="also train PyTorch with channels-last model and inputs (its best CPU setting)")
     p.add_argument("--json-out", default="", help="also write the results as JSON here")
     args = p.parse_args()
     if not os.path.exists(args.store):
@@ -217,6 +223,8 @@ def main():
         # PyTorch first, so the page cache is equally warm for both (the store copy was just read).
         if args.only in (None, "pytorch"):
             results["pytorch"] = run_pytorch(args, data)
+            if args.pytorch_channels_last:
+                results["pytorch_channels_last"] = run_pytorch(args, data, channels_last=True)
         if args.only in (None, "ours"):
             results["ours"] = run_ours(args, store, workdir)
     finally:
@@ -251,6 +259,10 @@ def main():
     mp = results.get("pytorch", {}).get("mean_images_per_second")
     print("| mean | %s | %s | %s |" % ("%.1f" % mo if mo else "-", "%.1f" % mp if mp else "-",
                                        "%.2f" % (mo / mp) if mo and mp else "-"))
+    mc = results.get("pytorch_channels_last", {}).get("mean_images_per_second")
+    if mc:
+        print("| mean, PyTorch channels-last | %s | %.1f | %s |" % ("%.1f" % mo if mo else "-", mc,
+                                                                    "%.2f" % (mo / mc) if mo else "-"))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"settings": settings, "results": results}, f, indent=2)
