@@ -8,6 +8,8 @@
                    --threads 1 (and what OMP_WAIT_POLICY=PASSIVE costs alone)
   frozen forward   a trained teacher's forward pass prepared as the stages run it (BatchNorm folded,
                    channels-last) against evaluation mode alone (build/bin/forward_speed)
+  scale            train_teacher's images/s on 4x the training images against 1x, and
+                   extract_features' peak memory for 4N images against N
   feature cache    FeatureCache::Read of shuffled batches (a later epoch) against a plain sequential
                    read of the same file (build/bin/feature_cache)
 
@@ -21,8 +23,8 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import shutil
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -35,6 +37,7 @@ if __name__ == "__main__":
     mlfd_deps.require("run.py", ["numpy", "h5py", "torch"])
 
 import h5py  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import train_speed  # noqa: E402
@@ -48,14 +51,14 @@ def run(cmd, env=None):
     return r.stdout
 
 
-def teacher(args, store, out, threads=None, env=None):
-    """train_teacher on bench_train; mean images/s of the epochs after the first."""
+def teacher(args, store, out, threads=None, env=None, split="bench_train", epochs=None):
+    """train_teacher on `split`; mean images/s of the epochs after the first."""
     cmd = [os.path.join(args.bin, "train_teacher"), "-v", "0", "--device", "cpu",
            "--threads", str(threads or args.threads), "--workers", "2", "--arch", "resnet18",
            "--width", "0.25", "--small-stem", "--embed-dim", "128", "--optimizer", "sgd", "--lr", "0.1",
            "--momentum", "0.9", "--nesterov", "--weight-decay", "5e-4", "--batch-size", "128",
-           "--pad", "2", "--epochs", str(args.epochs), "--label-smoothing", "0.1", "--schedule", "cosine",
-           "--seed", "0", "--train-split", "bench_train", "--val-split", "bench_val", "--out", out, store]
+           "--pad", "2", "--epochs", str(epochs or args.epochs), "--label-smoothing", "0.1", "--schedule",
+           "cosine", "--seed", "0", "--train-split", split, "--val-split", "bench_val", "--out", out, store]
     full_env = dict(os.environ)
     full_env.update(env or {})
     run(cmd, full_env)
@@ -127,6 +130,30 @@ def main():
         for name, v in (("as it runs", loaded), ("OMP_WAIT_POLICY=PASSIVE", passive), ("--threads 1", single)):
             rows.append(("under load (one CPU-bound process beside it), %s: img/s / alone" % name, v / quiet,
                          ">= 0.4", "%.0f / %.0f img/s" % (v, quiet)))
+
+        # Scale: the same training on 4x the images (images/s should not change), and
+        # extract_features' peak memory for N and 4N images (it streams: should not change either).
+        with h5py.File(store, "r+") as h:
+            train = h["splits/train"][()]
+            if len(train) < 4 * args.images:
+                raise SystemExit("run.py: the store's train split has %d images; the scale rows need 4 x --images"
+                                 % len(train))
+            rng = np.random.default_rng(1)
+            h.create_dataset("splits/bench_4x",
+                             data=np.sort(rng.choice(train, 4 * args.images, replace=False)).astype("int64"))
+        four = teacher(args, store, os.path.join(work, "s4.h5"), split="bench_4x", epochs=2)
+        one = teacher(args, store, os.path.join(work, "s1.h5"), epochs=2)
+        rows.append(("scale: train_teacher img/s on 4N images / on N (N = %d)" % args.images, four / one, "1.0",
+                     "%.0f / %.0f img/s (epoch 2 of 2)" % (four, one)))
+        rss = {}
+        for split in ("bench_train", "bench_4x"):
+            out = run([os.path.join(args.bin, "extract_features"), "-v", "0", "--threads", str(args.threads),
+                       "--levels", "layer1,layer3,pool", "--splits", split, "--out",
+                       os.path.join(work, "x_%s.h5" % split), t, store])
+            rss[split] = json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
+        rows.append(("scale: extract_features peak RSS for 4N images / for N (layer1,layer3,pool)",
+                     rss["bench_4x"] / rss["bench_train"], "1.0",
+                     "%.0f / %.0f MB" % (rss["bench_4x"] / 1e6, rss["bench_train"] / 1e6)))
 
         # Frozen forward pass.
         fw = table_rows(run([os.path.join(args.bin, "forward_speed"), "--threads", str(args.threads),
