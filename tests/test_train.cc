@@ -99,6 +99,27 @@ TEST_CASE("loader: every sample once per epoch, deterministic, normalised", "[st
   CHECK(std::multiset<int64_t>(e0.begin(), e0.end()) == std::multiset<int64_t>(train.begin(), train.end()));
   CHECK(run_epoch(b, 0) == e0);        // same seed and epoch: same order, whatever the threads did
   CHECK(run_epoch(a, 1) != e0);        // a fresh permutation every epoch
+  // Without the in-memory copy (extract_features: rows read batch by batch), the same batches to
+  // the last bit, augmentation included.
+  {
+    LoaderOptions streamed = o;
+    streamed.cache_in_memory = false;
+    Loader m({{store, train, 4}}, o), d({{store, train, 4}}, streamed);
+    for (int64_t epoch : {0, 1}) {
+      m.StartEpoch(epoch);
+      d.StartEpoch(epoch);
+      Batch bm, bd;
+      int steps = 0;
+      while (m.Next(&bm)) {
+        REQUIRE(d.Next(&bd));
+        CHECK(torch::equal(bm.indices, bd.indices));
+        CHECK(torch::equal(bm.images, bd.images));
+        ++steps;
+      }
+      CHECK_FALSE(d.Next(&bd));
+      CHECK(steps == 5);
+    }
+  }
   // Normalisation: evaluation batch equals (x/255 - mean)/std of the stored pixels.
   LoaderOptions ev;
   ev.shuffle = false;
