@@ -25,14 +25,6 @@ struct Mode {
   bool inference = false, fold = false, channels_last = false;
 };
 
-void ToChannelsLast(torch::nn::Module& m) {
-  torch::NoGradGuard g;
-  for (auto& p : m.parameters())
-    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
-  for (auto& sub : m.modules())
-    if (auto* c = sub->as<torch::nn::Conv2d>(); c && c->bias.defined()) c->bias = c->bias.contiguous();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,7 +64,7 @@ int main(int argc, char** argv) {
       net->eval();
       int folded = 0;
       if (m.fold) folded = mlfd::FoldBatchNorm(*net);
-      if (m.channels_last) ToChannelsLast(*net);
+      if (m.channels_last) mlfd::ToChannelsLast(*net);  // with the fold: PrepareFrozen
       torch::Tensor in = m.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
       auto run = [&](auto&& body) {
         if (m.inference) {

@@ -52,13 +52,10 @@ def run(cmd, env=None):
 
 
 def teacher(args, store, out, threads=None, env=None, split="bench_train", epochs=None):
-    """train_teacher on `split`; mean images/s of the epochs after the first."""
-    cmd = [os.path.join(args.bin, "train_teacher"), "-v", "0", "--device", "cpu",
-           "--threads", str(threads or args.threads), "--workers", "2", "--arch", "resnet18",
-           "--width", "0.25", "--small-stem", "--embed-dim", "128", "--optimizer", "sgd", "--lr", "0.1",
-           "--momentum", "0.9", "--nesterov", "--weight-decay", "5e-4", "--batch-size", "128",
-           "--pad", "2", "--epochs", str(epochs or args.epochs), "--label-smoothing", "0.1", "--schedule",
-           "cosine", "--seed", "0", "--train-split", split, "--val-split", "bench_val", "--out", out, store]
+    """train_teacher on `split` with train_speed.py's recipe; mean images/s of the epochs after the first."""
+    recipe = train_speed.make_parser().parse_args(["--bin", args.bin, "--threads", str(args.threads),
+                                                   "--workers", "2", "--epochs", str(args.epochs)])
+    cmd = train_speed.train_teacher_command(recipe, store, out, train_split=split, threads=threads, epochs=epochs)
     full_env = dict(os.environ)
     full_env.update(env or {})
     run(cmd, full_env)

@@ -83,16 +83,21 @@ def make_bench_store(src, dst, images, seed):
                 "classes": int(len(f["class_names"])), "channels": int(f.attrs["channels"])}
 
 
+def train_teacher_command(args, store, out, train_split="bench_train", threads=None, epochs=None):
+    """The train_teacher command of the benchmark's recipe (args: this script's options)."""
+    return [os.path.join(args.bin, "train_teacher"), "-v", "0", "--threads", str(threads or args.threads),
+            "--device", "cpu", "--workers", str(args.workers), "--arch", args.arch,
+            "--width", str(args.width), "--small-stem=%d" % args.small_stem,
+            "--embed-dim", str(args.embed_dim), "--optimizer", "sgd", "--lr", str(args.lr),
+            "--momentum", "0.9", "--nesterov=1", "--weight-decay", str(args.weight_decay),
+            "--batch-size", str(args.batch_size), "--pad", str(args.pad), "--epochs", str(epochs or args.epochs),
+            "--label-smoothing", "0.1", "--schedule", "cosine", "--seed", "0",
+            "--train-split", train_split, "--val-split", "bench_val", "--out", out, store]
+
+
 def run_ours(args, store, workdir):
     out = os.path.join(workdir, "ours.h5")
-    cmd = [os.path.join(args.bin, "train_teacher"), "-v", "0", "--threads", str(args.threads),
-           "--device", "cpu", "--workers", str(args.workers), "--arch", args.arch,
-           "--width", str(args.width), "--small-stem=%d" % args.small_stem,
-           "--embed-dim", str(args.embed_dim), "--optimizer", "sgd", "--lr", str(args.lr),
-           "--momentum", "0.9", "--nesterov=1", "--weight-decay", str(args.weight_decay),
-           "--batch-size", str(args.batch_size), "--pad", str(args.pad), "--epochs", str(args.epochs),
-           "--label-smoothing", "0.1", "--schedule", "cosine", "--seed", "0",
-           "--train-split", "bench_train", "--val-split", "bench_val", "--out", out, store]
+    cmd = train_teacher_command(args, store, out)
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -185,7 +190,7 @@ def run_pytorch(args, data, channels_last=False):
             "epochs": epochs}
 
 
-def main():
+def make_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Example: /usr/bin/python3 bench/train_speed.py --images 10240 "
@@ -208,7 +213,11 @@ def main():
     p.add_argument("--pytorch-channels-last", action="store_true",
                    help="also train PyTorch with channels-last model and inputs (its best CPU setting)")
     p.add_argument("--json-out", default="", help="also write the results as JSON here")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = make_parser().parse_args()
     if not os.path.exists(args.store):
         raise SystemExit("train_speed: %s does not exist (make data, then the demo's prepare_data "
                          "step, or give --store)" % args.store)

@@ -113,9 +113,7 @@ bool FeatureCache::Preload(const std::string& split, const std::vector<std::stri
     if (const h5::RowChunks* index = Chunks(name)) {  // every row in file order, directly
       std::vector<int64_t> all(index->addr.size());
       for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
-      torch::Tensor t = torch::empty(index->shape, torch::TensorOptions().dtype(ToTorch(index->dtype)));
-      file_->ReadChunkRows(*index, all, t.data_ptr());
-      memory_[name] = t;
+      memory_[name] = ReadChunkRows(*index, all);
     } else {
       memory_[name] = ReadTensor(*file_, name);
     }
@@ -141,19 +139,14 @@ torch::Tensor FeatureCache::Read(const std::string& split, const std::string& le
   if (mem != memory_.end())
     return mem->second.index_select(0, torch::from_blob(cache_rows.data(), {n}, torch::kInt64)).to(torch::kFloat32);
   const std::string name = split + "/" + level;
-  const h5::DatasetInfo info = file_->Info(name);
-  h5::Shape shape = info.shape;
   // From disk, in the file's own type (float16 stays float16: HDF5's conversion is far slower than
   // ATen's), converted at the end. Per-sample chunks are read directly (h5::File::ReadChunkRows:
   // pread and the chunks' own checksums, in the asked order).
-  if (const h5::RowChunks* index = Chunks(name)) {
-    shape[0] = n;
-    torch::Tensor got = torch::empty(shape, torch::TensorOptions().dtype(ToTorch(info.dtype)));
-    file_->ReadChunkRows(*index, cache_rows, got.data_ptr());
-    return got.to(torch::kFloat32);
-  }
+  if (const h5::RowChunks* index = Chunks(name)) return ReadChunkRows(*index, cache_rows).to(torch::kFloat32);
   // Any other layout through HDF5: the distinct rows in file order with one selection, then put
   // back in the asked order.
+  const h5::DatasetInfo info = file_->Info(name);
+  h5::Shape shape = info.shape;
   std::vector<int64_t> sorted = cache_rows;
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
@@ -166,6 +159,14 @@ torch::Tensor FeatureCache::Read(const std::string& split, const std::string& le
     pos[static_cast<size_t>(i)] =
         std::lower_bound(sorted.begin(), sorted.end(), cache_rows[static_cast<size_t>(i)]) - sorted.begin();
   return got.index_select(0, torch::from_blob(pos.data(), {n}, torch::kInt64)).to(torch::kFloat32);
+}
+
+torch::Tensor FeatureCache::ReadChunkRows(const h5::RowChunks& index, const std::vector<int64_t>& rows) const {
+  h5::Shape shape = index.shape;
+  shape[0] = static_cast<int64_t>(rows.size());
+  torch::Tensor got = torch::empty(shape, torch::TensorOptions().dtype(ToTorch(index.dtype)));
+  file_->ReadChunkRows(index, rows, got.data_ptr());
+  return got;
 }
 
 const h5::RowChunks* FeatureCache::Chunks(const std::string& name) {

@@ -70,6 +70,8 @@ class FeatureCache {
   const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
   // The chunk index of dataset `name` (built on first use), or null when it is read through HDF5.
   const h5::RowChunks* Chunks(const std::string& name);
+  // Rows `rows` of an indexed dataset, in its stored type.
+  torch::Tensor ReadChunkRows(const h5::RowChunks& index, const std::vector<int64_t>& rows) const;
 
   std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_, dataset_;
   int64_t head_ = 0;

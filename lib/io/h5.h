@@ -111,7 +111,7 @@ class File {
   // The chunk of every row when the dataset can be read directly: chunked one row per chunk, no
   // filter but Fletcher32, every chunk written, stored in the host's own byte order and type, in a
   // file opened with HDF5's default (sec2) driver. Null otherwise (read it with ReadRowList).
-  // Looks every chunk up once (a few microseconds a row).
+  // Looks every chunk up once (25-35 us a row in libhdf5 1.10: docs/performance.md).
   std::unique_ptr<RowChunks> IndexRowChunks(const std::string& name) const;
   // Reads rows `rows` (any order, repeats allowed) of an indexed dataset in its stored type into
   // `out` (contiguous, in that order) with pread on the file's own descriptor, adjacent chunks in

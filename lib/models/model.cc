@@ -74,11 +74,15 @@ bool HasFoldedNorm(torch::nn::Module& module) {
   return false;
 }
 
-void PrepareFrozen(torch::nn::Module& net) {
-  FoldBatchNorm(net);
+void ToChannelsLast(torch::nn::Module& net) {
   torch::NoGradGuard no_grad;
   for (auto& p : net.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void PrepareFrozen(torch::nn::Module& net) {
+  FoldBatchNorm(net);
+  ToChannelsLast(net);
 }
 
 std::vector<std::string> ArchNames() {

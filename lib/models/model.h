@@ -109,9 +109,11 @@ Net BuildModel(const ModelConfig& config);
 int FoldBatchNorm(torch::nn::Module& net);
 // Whether any BatchNorm of `module` is folded.
 bool HasFoldedNorm(torch::nn::Module& module);
+// Every 4-D parameter (the convolutions' weights) in channels-last order: a convolution's output
+// follows its weight's layout, so the forward pass runs channels-last from the first one on.
+void ToChannelsLast(torch::nn::Module& net);
 // What the stages do to a network that only runs frozen (evaluate, extract_features, a student's
-// teachers): FoldBatchNorm, then every 4-D weight in channels-last order, so that the whole forward
-// pass runs channels-last (a convolution's output follows its weight's layout). Outputs equal the
+// teachers): FoldBatchNorm, then ToChannelsLast. Outputs equal the
 // unprepared network's within float rounding (docs/performance.md measures the speed).
 void PrepareFrozen(torch::nn::Module& net);
 

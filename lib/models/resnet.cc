@@ -58,9 +58,6 @@ void InitConvBn(torch::nn::Module& root) {
     if (auto* c = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (c->options.bias()) c->bias.zero_();
-    } else if (auto* b = m->as<torch::nn::BatchNorm2d>()) {
-      b->weight.fill_(1.0);
-      b->bias.zero_();
     } else if (auto* n = m->as<Norm>()) {
       n->weight.fill_(1.0);
       n->bias.zero_();
