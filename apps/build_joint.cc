@@ -3,6 +3,7 @@
 
 #include "train/joint_stage.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> teachers;
     cli.options().add_options()("out", mlfd::po::value(&out), "output joint checkpoint (.h5)")(
         "teacher", mlfd::po::value(&teachers)->composing(), "stage-1 teacher checkpoint (repeat per teacher)");
+    mlfd::dist::RequireSingleProcess("build_joint");
     if (!cli.Parse(argc, argv)) return 0;
     if (out.empty()) throw mlfd::UsageError("--out is required");
     if (teachers.empty()) throw mlfd::UsageError("give at least one --teacher");

@@ -3,6 +3,7 @@
 
 #include "distill/student.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
     for (const auto& f : opts.features) mlfd::DeclareInput("--features", f);
     mlfd::DeclareInput("store", store);
     mlfd::TrainResult r = mlfd::DistillStudent(teachers, store, out, opts, mlfd::MakeProvenance(cli));
-    std::cout << mlfd::TrainResultJson(out, r, {{"method", opts.method}}).dump() << std::endl;
+    if (mlfd::dist::IsMain()) std::cout << mlfd::TrainResultJson(out, r, {{"method", opts.method}}).dump() << std::endl;
     return 0;
   });
 }

@@ -3,6 +3,7 @@
 
 #include "eval/evaluate.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/provenance.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
     std::string ckpt, store;
     cli.AddPositional("checkpoint", &ckpt, "checkpoint (.h5)");
     cli.AddPositional("store", &store, "image store (.h5)");
+    mlfd::dist::RequireSingleProcess("evaluate");
     if (!cli.Parse(argc, argv)) return 0;
     opts.Check();
     mlfd::Provenance prov = mlfd::MakeProvenance(cli);

@@ -3,6 +3,7 @@
 
 #include "distill/extract_features.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/file_roles.h"
 #include "util/options.h"
 #include "util/error.h"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
         "print-levels", mlfd::po::value(&print_levels)->default_value(false)->implicit_value(true),
         "print the levels the cache would hold (comma-separated, one line) and exit without reading images "
         "or writing anything (the pipeline's check of derived cache levels)");
+    mlfd::dist::RequireSingleProcess("extract_features");
     if (!cli.Parse(argc, argv)) return 0;
     opts.Check();
     if (print_levels) {

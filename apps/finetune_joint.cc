@@ -3,6 +3,7 @@
 
 #include "train/joint_stage.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/file_roles.h"
 #include "util/error.h"
 #include "util/provenance.h"
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
     for (const auto& s : stores) mlfd::DeclareInput("store", s);
     for (const auto& f : opts.features) mlfd::DeclareInput("--features", f);
     mlfd::TrainResult r = mlfd::FinetuneJoint(init, stores, out, opts, mlfd::MakeProvenance(cli));
-    std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
+    if (mlfd::dist::IsMain()) std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
     return 0;
   });
 }

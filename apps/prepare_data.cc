@@ -3,6 +3,7 @@
 
 #include "data/prepare.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/log.h"
 #include "util/provenance.h"
 
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
     std::string manifest, out;
     cli.AddPositional("manifest", &manifest, "dataset manifest (see docs/formats.md)");
     cli.AddPositional("out", &out, "output image store (.h5), written atomically");
+    mlfd::dist::RequireSingleProcess("prepare_data");
     if (!cli.Parse(argc, argv)) return 0;
     opts.Check();
     mlfd::PrepareSummary s =

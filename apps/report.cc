@@ -3,6 +3,7 @@
 
 #include "eval/report.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/error.h"
 #include "util/file_roles.h"
 #include "util/fs.h"
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
         "html", mlfd::po::value(&html), "write the HTML report here")(
         "title", mlfd::po::value(&title)->default_value(title), "report title");
     cli.AddPositionalList("eval", &files, "evaluate JSON files");
+    mlfd::dist::RequireSingleProcess("report");
     if (!cli.Parse(argc, argv)) return 0;
     for (const auto& f : files) mlfd::DeclareInput("evaluation", f);
     if (!md.empty()) mlfd::CheckTextOutput("--md", md, mlfd::OutputKind::kMarkdown);

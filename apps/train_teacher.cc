@@ -6,6 +6,7 @@
 #include "util/file_roles.h"
 #include "util/error.h"
 #include "app/app.h"
+#include "dist/dist.h"
 #include "util/provenance.h"
 
 int main(int argc, char** argv) {
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
     opts.Check();
     for (const auto& s : stores) mlfd::DeclareInput("store", s);  // before the outputs are checked
     mlfd::TrainResult r = mlfd::TrainTeacher(stores, out, opts, mlfd::MakeProvenance(cli));
-    std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
+    if (mlfd::dist::IsMain()) std::cout << mlfd::TrainResultJson(out, r).dump() << std::endl;
     return 0;
   });
 }

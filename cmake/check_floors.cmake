@@ -2,7 +2,7 @@
 # the folders below it, never those above; util may not include LibTorch, HDF5 or OpenCV. Run by
 # the build before any library is compiled (target mlfd_floors), so an arrow up the floors fails
 # the build with one line per offending include:
-#   cmake -DSRC=<repo> -DFLOORS="util;io;data;models;eval;train;distill;app" -DSTAMP=<file> -P check_floors.cmake
+#   cmake -DSRC=<repo> -DFLOORS="util;io;dist;data;models;eval;train;distill;app" -DSTAMP=<file> -P check_floors.cmake
 if(NOT SRC OR NOT FLOORS)
   message(FATAL_ERROR "check_floors.cmake: needs -DSRC=<repository> -DFLOORS=<folders, lowest first>")
 endif()

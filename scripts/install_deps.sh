@@ -17,6 +17,8 @@ PACKAGES=(
   nlohmann-json3-dev
   catch2
   zlib1g-dev
+  # c10d's Gloo process group headers (data-parallel training on CPU)
+  libgloo-dev
   # tests read outputs independently with h5py/numpy, and check models against PyTorch/torchvision
   python3 python3-h5py python3-numpy python3-torch python3-torchvision
   # the report's HTML is tested in headless Chromium
@@ -26,6 +28,9 @@ PACKAGES=(
   # fuzzing (scripts/fuzz.sh, run by CI; docs/fuzzing.md): clang with libFuzzer and the ASan/UBSan
   # runtimes, and llvm-symbolizer for readable reports
   clang-14 libclang-rt-14-dev llvm-14
+  # a single-node SLURM on localhost for the cluster test (scripts/slurm_local.sh, docs/cluster.md):
+  # the controller, the node daemon and the commands (srun, sbatch, sinfo, scontrol)
+  slurmctld slurmd slurm-client
 )
 # Packages whose command may already come from elsewhere (e.g. Node.js from another repository,
 # whose npm conflicts with Debian's): skip the package when the command works.

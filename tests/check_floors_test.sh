@@ -3,7 +3,7 @@
 # include, on a tree with an arrow up the floors or a heavy include in util.
 set -euo pipefail
 repo="$1"
-floors="util;io;data;models;eval;train;distill;app"
+floors="util;io;dist;data;models;eval;train;distill;app"
 cmake -DSRC="$repo" -DFLOORS="$floors" -P "$repo/cmake/check_floors.cmake"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -86,7 +86,7 @@ bool CommandLine::Parse(int argc, char** argv) {
       "JSON file setting any of these options by long name (the command line wins)")(
       "verbose,v", po::value<int>(&verbosity_)->default_value(1),
       "0 = warnings only, 1 = progress (default), 2 = debug")(
-      "threads", po::value<int>(&threads_)->default_value(0), "CPU threads (0 = all cores)");
+      "threads", po::value<int>(&threads_)->default_value(0), "CPU threads (0 = every core this process may use: its CPU affinity, e.g. srun -c)");
 
   po::options_description hidden;
   po::positional_options_description pos;

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "dist/dist.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/parallel.h"
@@ -28,6 +29,9 @@ uint64_t Seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
 
 struct Loader::Plan {
   int64_t epoch = 0;
+  // A drawn sample's position in the whole epoch's sequence of its source is offset + stride x its
+  // position here (sharded: rank + world x position; else the position itself).
+  int64_t offset = 0, stride = 1;
   // Per source: the rows in the order they are drawn, and where each batch's slice starts.
   std::vector<std::vector<int64_t>> order;
   std::vector<std::vector<int64_t>> begin;  // [source][step] -> offset; size steps + 1
@@ -36,11 +40,14 @@ struct Loader::Plan {
 Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
     : sources_(std::move(sources)), opts_(std::move(options)) {
   if (sources_.empty()) throw Error("loader: no data sources");
+  if (opts_.shard_world < 0 || (opts_.shard_world > 0 && (opts_.shard_rank < 0 || opts_.shard_rank >= opts_.shard_world)))
+    throw Error(Msg("internal: loader shard ", opts_.shard_rank, " of ", opts_.shard_world));
   // A batch larger than what it is drawn from would hold some images twice: bounded by the rows,
   // with a warning (each image then appears once per batch).
   if (opts_.drop_last || sources_.size() > 1) {
-    for (auto& src : sources_) {
-      const int64_t n = static_cast<int64_t>(src.indices.size());
+    for (size_t s = 0; s < sources_.size(); ++s) {
+      auto& src = sources_[s];
+      const int64_t n = SourceRows(s);  // this process's share when sharded
       if (n > 0 && src.batch_size > n) {
         MLOG(WARNING) << src.store->path() << ": a batch of " << src.batch_size << " images from its " << n
                       << " would repeat images; using batches of " << n << " (lower --batch-size to silence this)";
@@ -67,15 +74,16 @@ Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
     if ((!src.mean.empty() && static_cast<int>(src.mean.size()) != src.store->channels()) ||
         (!src.std.empty() && static_cast<int>(src.std.size()) != src.store->channels()))
       throw Error(Msg(src.store->path(), ": normalisation needs ", src.store->channels(), " values per channel"));
-    int64_t n = static_cast<int64_t>(src.indices.size());
+    int64_t n = SourceRows(s);
     // With drop_last, a source smaller than one batch still gives one (cycled) batch.
     int64_t st = opts_.drop_last ? std::max<int64_t>(1, n / src.batch_size)
                                  : (n + src.batch_size - 1) / src.batch_size;
     steps_ = std::max(steps_, st);
   }
   if (opts_.drop_last) {  // say what is left out: a user counting images should not be surprised
-    for (const auto& src : sources_) {
-      int64_t n = static_cast<int64_t>(src.indices.size());
+    for (size_t s = 0; s < sources_.size(); ++s) {
+      const auto& src = sources_[s];
+      int64_t n = SourceRows(s);
       if (n < src.batch_size || n / src.batch_size != steps_ || n % src.batch_size == 0) continue;
       MLOG(INFO) << src.store->path() << ": " << steps_ * src.batch_size << " of " << n
                  << " training images are used per epoch (" << steps_ << " full batches of " << src.batch_size
@@ -100,10 +108,15 @@ Loader::Loader(std::vector<LoaderSource> sources, LoaderOptions options)
 
 Loader::~Loader() { Stop(); }
 
+int64_t Loader::SourceRows(size_t s) const {
+  const int64_t n = static_cast<int64_t>(sources_[s].indices.size());
+  return opts_.shard_world > 0 ? (n + opts_.shard_world - 1) / opts_.shard_world : n;
+}
+
 int64_t Loader::samples_per_epoch() const {
   auto plan_len = [&](size_t s) {
     const auto& src = sources_[s];
-    int64_t n = static_cast<int64_t>(src.indices.size());
+    int64_t n = SourceRows(s);
     int64_t own = (n + src.batch_size - 1) / src.batch_size;
     if (own == steps_ && !opts_.drop_last) return n;
     return steps_ * src.batch_size;
@@ -127,9 +140,14 @@ void Loader::StartEpoch(int64_t epoch) {
   Stop();
   auto plan = std::make_shared<Plan>();
   plan->epoch = epoch;
+  const bool sharded = opts_.shard_world > 0;
+  if (sharded) {
+    plan->offset = opts_.shard_rank;
+    plan->stride = opts_.shard_world;
+  }
   for (size_t s = 0; s < sources_.size(); ++s) {
     const auto& src = sources_[s];
-    int64_t n = static_cast<int64_t>(src.indices.size());
+    int64_t n = SourceRows(s);
     int64_t own = (n + src.batch_size - 1) / src.batch_size;
     // The longest source without drop_last ends on a partial batch; the others cycle to fill
     // every step with a full share.
@@ -137,8 +155,18 @@ void Loader::StartEpoch(int64_t epoch) {
     std::vector<int64_t> order;
     order.reserve(static_cast<size_t>(need));
     for (uint64_t cycle = 0; static_cast<int64_t>(order.size()) < need; ++cycle) {
-      std::vector<int64_t> perm = src.indices;
-      if (opts_.shuffle) {
+      std::vector<int64_t> perm;
+      if (sharded) {
+        // DistributedSampler(seed = seed).set_epoch(epoch); a source cycled within the epoch draws
+        // its next permutations with the seed advanced by 1,000,003 per cycle.
+        const uint64_t seed = opts_.seed + static_cast<uint64_t>(epoch) + cycle * 1000003ULL;
+        for (int64_t i : dist::ShardOrder(static_cast<int64_t>(src.indices.size()), seed, opts_.shard_rank,
+                                          opts_.shard_world, opts_.shuffle))
+          perm.push_back(src.indices[static_cast<size_t>(i)]);
+      } else {
+        perm = src.indices;
+      }
+      if (opts_.shuffle && !sharded) {
         std::mt19937_64 rng(Seed(opts_.seed, static_cast<uint64_t>(epoch), s, cycle));
         for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng() % i]);
       }
@@ -247,7 +275,7 @@ Batch Loader::Assemble(const Plan& plan, int64_t step) const {
       cv::Mat out;
       if (opts_.train_augment) {
         std::mt19937_64 rng(Seed(opts_.seed ^ 0x5bd1e995ULL, static_cast<uint64_t>(plan.epoch), s,
-                                 static_cast<uint64_t>(p)));
+                                 static_cast<uint64_t>(plan.offset + plan.stride * p)));
         out = Augment(img, opts_.augment, rng);
       } else {
         out = EvalTransform(img, opts_.augment);

@@ -49,10 +49,16 @@ struct LoaderOptions {
   int workers = 2;         // threads assembling batches
   int prefetch = 4;        // batches ready ahead of the consumer
   bool cache_in_memory = true;  // read the needed rows of each store into memory once
+  // Data-parallel shard (0 = none): this process draws, per source, PyTorch DistributedSampler's
+  // share of a permutation seeded seed + epoch (dist::ShardOrder), `shard_world` processes in all.
+  int shard_rank = 0, shard_world = 0;
 };
 
 // Steps per epoch = the longest source's batch count; shorter sources cycle through fresh
 // permutations, so every step has samples of every source ("a batch from each dataset per step").
+// Sharded (data parallel), every count is this process's share: ceil(n / shard_world) rows of
+// each source, and a sample's augmentation draw depends on its position in the whole
+// permutation, so N processes x batch B see exactly the images and views of one process x N*B.
 class Loader {
  public:
   Loader(std::vector<LoaderSource> sources, LoaderOptions options);
@@ -71,6 +77,7 @@ class Loader {
 
  private:
   struct Plan;  // per-epoch sample order
+  int64_t SourceRows(size_t s) const;  // rows of source s this process draws per cycle
   void Stop();
   void Work(int worker, std::shared_ptr<Plan> plan);
   Batch Assemble(const Plan& plan, int64_t step) const;

@@ -1,6 +1,8 @@
 // Metrics and the prediction pass.
 #include "eval/metrics.h"
 
+#include "dist/dist.h"
+
 #include <cmath>
 #include <limits>
 
@@ -87,7 +89,13 @@ Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageS
   lo.train_augment = false;
   lo.augment = eval_transform;
   lo.workers = workers;
-  LoaderSource src{store, indices, batch_size, info.mean, info.std};
+  // Data parallel: each rank predicts rows rank, rank + W, ... and the rows are gathered back into
+  // their order, so every metric equals the one process's.
+  const int W = dist::World(), r = dist::Rank();
+  std::vector<int64_t> mine;
+  for (size_t i = static_cast<size_t>(r); i < indices.size(); i += static_cast<size_t>(W)) mine.push_back(indices[i]);
+  if (mine.empty()) mine.push_back(indices.at(0));  // fewer rows than ranks: a spare row, dropped below
+  LoaderSource src{store, mine, batch_size, info.mean, info.std};
   Loader loader({src}, lo);
   net->eval();
   net->to(device);
@@ -101,7 +109,12 @@ Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageS
     logits.push_back(z.narrow(1, info.label_offset, k));
     labels.push_back(b.labels);
   }
-  return {torch::cat(logits), torch::cat(labels)};
+  if (W == 1) return {torch::cat(logits), torch::cat(labels)};
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const int64_t own = r < n ? (n - r + W - 1) / W : 0;
+  torch::Tensor z = torch::cat(logits).narrow(0, 0, own).contiguous();
+  torch::Tensor y = torch::cat(labels).narrow(0, 0, own).contiguous();
+  return {dist::GatherStrided(z, n), dist::GatherStrided(y, n)};
 }
 
 }  // namespace mlfd

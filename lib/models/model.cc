@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "dist/dist.h"
 #include "models/joint.h"
 #include "models/zoo.h"
 #include "util/error.h"
@@ -12,6 +13,69 @@
 #include "util/json_view.h"
 
 namespace mlfd {
+
+namespace {
+
+// BatchNorm over the global batch of a data-parallel run (PyTorch's SyncBatchNorm): each rank's
+// count, mean and sum of squared deviations are all-gathered and combined (Chan et al.) in
+// float64; the backward all-reduces the two per-channel sums the input gradient needs, and leaves
+// the weight and bias gradients local (DDP's reducer averages them).
+struct SyncNormFunction : public torch::autograd::Function<SyncNormFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
+                               double momentum, double eps) {
+    const int64_t C = x.size(1);
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[1] = C;
+    torch::Tensor xd = x.to(torch::kFloat64);
+    const double count = static_cast<double>(x.numel() / C);
+    torch::Tensor mean = xd.mean(dims);
+    torch::Tensor m2 = (xd - mean.view(shape)).pow(2).sum(dims);
+    torch::Tensor row = torch::cat({torch::full({1}, count, torch::kFloat64), mean, m2}).view({1, 1 + 2 * C});
+    torch::Tensor all = dist::AllGatherRows(row.to(torch::kCPU)).to(x.device());
+    torch::Tensor n = all.select(1, 0), means = all.narrow(1, 1, C), m2s = all.narrow(1, 1 + C, C);
+    const double total = n.sum().item<double>();
+    torch::Tensor gmean = (means * n.unsqueeze(1)).sum(0) / total;
+    torch::Tensor gm2 = (m2s + (means - gmean).pow(2) * n.unsqueeze(1)).sum(0);
+    torch::Tensor var = gm2 / total;
+    {
+      torch::NoGradGuard no_grad;
+      running_mean.mul_(1 - momentum).add_(gmean.to(running_mean.dtype()), momentum);
+      running_var.mul_(1 - momentum).add_((gm2 / std::max(1.0, total - 1)).to(running_var.dtype()), momentum);
+    }
+    torch::Tensor invstd = (var + eps).rsqrt();
+    torch::Tensor xhat = ((xd - gmean.view(shape)) * invstd.view(shape)).to(x.scalar_type());
+    ctx->save_for_backward({xhat, weight, invstd.to(x.scalar_type())});
+    ctx->saved_data["total"] = total;
+    return xhat * weight.view(shape) + bias.view(shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor& xhat = saved[0];
+    const torch::Tensor& weight = saved[1];
+    const torch::Tensor& invstd = saved[2];
+    const double total = ctx->saved_data["total"].toDouble();
+    const torch::Tensor g = grads[0].contiguous();
+    const int64_t C = xhat.size(1);
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < xhat.dim(); ++d) dims.push_back(d);
+    std::vector<int64_t> shape(static_cast<size_t>(xhat.dim()), 1);
+    shape[1] = C;
+    torch::Tensor sum_g = g.sum(dims), sum_gx = (g * xhat).sum(dims);
+    torch::Tensor both = torch::cat({sum_g, sum_gx}).to(torch::kCPU, torch::kFloat64).contiguous();
+    dist::AllReduceSum(both);
+    both = both.to(g.device(), g.scalar_type());
+    torch::Tensor mean_g = both.narrow(0, 0, C) / total, mean_gx = both.narrow(0, C, C) / total;
+    torch::Tensor gx = (weight * invstd).view(shape) * (g - mean_g.view(shape) - xhat * mean_gx.view(shape));
+    return {gx, sum_gx, sum_g, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 NormImpl::NormImpl(int64_t channels) {
   weight = register_parameter("weight", torch::ones({channels}));
@@ -27,6 +91,8 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
     return x;
   }
   if (is_training()) num_batches_tracked += 1;
+  if (is_training() && dist::SyncBatchNorm())
+    return SyncNormFunction::apply(x, weight, bias, running_mean, running_var, kMomentum, kEps);
   return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), kMomentum, kEps,
                            at::globalContext().userEnabledCuDNN());
 }

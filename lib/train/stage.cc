@@ -1,6 +1,8 @@
 // The setup every training stage shares: model, augmentation and stage options, the Stage object.
 #include "train/stage.h"
 
+#include "dist/dist.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -129,6 +131,10 @@ LoaderOptions StageOptions::TrainLoader() const {
   lo.drop_last = !loop.keep_last_batch;
   lo.workers = loop.workers;
   lo.prefetch = loop.prefetch;
+  if (dist::Active()) {  // data parallel: this process's shard of every epoch
+    lo.shard_rank = dist::Rank();
+    lo.shard_world = dist::World();
+  }
   return lo;
 }
 
@@ -171,7 +177,14 @@ nlohmann::json TrainResultJson(const std::string& checkpoint, const TrainResult&
 
 Stage::Stage(const StageOptions& opts, std::string out, Provenance provenance)
     : opts_(opts), out_(std::move(out)), provenance_(std::move(provenance)), device_(ParseDevice(opts.loop.device)) {
-  RunFiles(out_).CheckWritable(opts_.loop.resume);  // before loading data
+  // Launched by torchrun or srun: join the group; each process takes the GPU of its local rank.
+  dist::Init(opts_.loop.dist, device_);
+  if (dist::Active() && device_.is_cuda() && !device_.has_index())
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist::LocalRank()));
+  if (dist::Active())  // how the output was trained: --batch-size is per process
+    provenance_.json["data_parallel"] = {{"world_size", dist::World()}, {"launcher", dist::Launcher()},
+                                         {"sync_bn", dist::SyncBatchNorm()}};
+  if (dist::IsMain()) RunFiles(out_).CheckWritable(opts_.loop.resume);  // before loading data
 }
 
 std::vector<std::shared_ptr<const ImageStore>> Stage::OpenStores(const std::vector<std::string>& paths, bool several) {

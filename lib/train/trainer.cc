@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "dist/dist.h"
 #include "io/h5.h"
 #include "util/file_roles.h"
 #include "util/options.h"
@@ -51,6 +52,7 @@ void TrainLoopOptions::Register(po::options_description& d, const std::string& p
       (p + "memory-budget").c_str(), po::value(&memory_budget_gb)->default_value(memory_budget_gb),
       "GB one training step may use: a batch estimated above it (measured on a probe of the first batch) is "
       "refused before it is allocated (0 = the memory this process can still get)");
+  dist.Register(d, p);
 }
 
 void TrainLoopOptions::Check(const std::string& p) const {
@@ -65,6 +67,7 @@ void TrainLoopOptions::Check(const std::string& p) const {
   c.Require(val_every >= 1, "val-every", "must be >= 1");
   c.Require(memory_budget_gb >= 0, "memory-budget", "must be >= 0 (0 = the memory available)");
   c.Throw();
+  dist.Check(p);
 }
 
 RunFiles::RunFiles(const std::string& out_path) : out(out_path) {
@@ -305,9 +308,13 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   if (loop.precision != "fp32" && !device.is_cuda())
     throw UsageError("--precision " + loop.precision + " needs a CUDA device (use fp32 on CPU)");
   RunFiles files(out_path);
-  files.CheckWritable(loop.resume);
-  // A run killed while writing left temporaries; `best` in particular may never be rewritten.
-  for (const auto& p : {files.out, files.last, files.best, files.metrics, files.last_metrics}) RemoveOrphanTemps(p);
+  // Data parallel, rank 0 alone writes (and cleans up); the others read the resume state.
+  const bool writer = dist::IsMain();
+  if (writer) {
+    files.CheckWritable(loop.resume);
+    // A run killed while writing left temporaries; `best` in particular may never be rewritten.
+    for (const auto& p : {files.out, files.last, files.best, files.metrics, files.last_metrics}) RemoveOrphanTemps(p);
+  }
 
   torch::nn::Module& model = *task.model;
   model.to(device);
@@ -329,11 +336,18 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                               [&](const auto& p) { return grouped.count(p.second.unsafeGetTensorImpl()) > 0; }),
                params.end());
   std::vector<torch::Tensor> param_tensors;  // every trainable tensor: zeroed, unscaled and clipped together
+  std::vector<std::string> param_names;
   for (const auto& [n, t] : params)
-    if (t.requires_grad()) param_tensors.push_back(t);
+    if (t.requires_grad()) {
+      param_tensors.push_back(t);
+      param_names.push_back(n);
+    }
   std::vector<std::unique_ptr<torch::optim::Adam>> group_optimizers;
   for (const auto& g : task.param_groups) {
-    for (const auto& t : g.params) param_tensors.push_back(t);
+    for (const auto& t : g.params) {
+      param_tensors.push_back(t);
+      param_names.push_back(g.name + "." + std::to_string(param_names.size()));
+    }
     group_optimizers.push_back(std::make_unique<torch::optim::Adam>(g.params, torch::optim::AdamOptions(g.lr)));
   }
   std::vector<double> group_scales;
@@ -415,6 +429,17 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   } else {
     torch::manual_seed(loop.seed);  // dropout / drop-path draws
   }
+  // Data parallel (launched by torchrun or srun): every rank starts from rank 0's weights, and
+  // DDP's reducer averages the gradients over the ranks during backward.
+  std::vector<torch::Tensor> states;
+  for (torch::nn::Module* m : {&model, task.aux})
+    if (m) {
+      for (const auto& t : m->parameters()) states.push_back(t);
+      for (const auto& t : m->buffers()) states.push_back(t);
+    }
+  for (const auto& g : task.param_groups)
+    for (const auto& t : g.params) states.push_back(t);
+  dist::DataParallel data_parallel(param_tensors, param_names, states);
 
   const int64_t spe = loader.steps_per_epoch();
   const int64_t total_steps = spe * loop.epochs;
@@ -445,10 +470,12 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       optimizer->zero_grad();
       for (auto& o : group_optimizers) o->zero_grad();
       StepOutput out;
+      data_parallel.BeforeForward();
       {
         AutocastGuard autocast(loop.precision, device);
         out = task.step(b);
       }
+      data_parallel.BeforeBackward(out.loss);
       double loss_value = out.loss.item<double>();
       if (!std::isfinite(loss_value))
         throw Error(Msg("non-finite loss (", loss_value, ") at epoch ", epoch + 1, ", step ", step + 1,
@@ -456,11 +483,16 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                         PathExists(files.last) ? files.last : std::string("none (first epoch)"),
                         ". Lower --lr or check the data."));
       bool do_step = true;
-      if (loop.precision == "fp16") {
-        scaler.Scale(out.loss).backward();
-        do_step = scaler.UnscaleAndCheck(param_tensors);
-      } else {
-        out.loss.backward();
+      try {
+        if (loop.precision == "fp16") {
+          scaler.Scale(out.loss).backward();
+          do_step = scaler.UnscaleAndCheck(param_tensors);
+        } else {
+          out.loss.backward();
+        }
+      } catch (const std::exception& e) {
+        if (!dist::Active()) throw;
+        throw dist::Failure("the gradients' all-reduce", e);  // DDP's reducer waits on it in backward
       }
       if (do_step) {
         if (optim.clip_grad > 0) torch::nn::utils::clip_grad_norm_(param_tensors, optim.clip_grad);
@@ -493,6 +525,19 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
         LogLine(Severity::kInfo, buf);
       }
     }
+    if (dist::Active()) {  // the epoch's training statistics over every rank's samples
+      std::vector<double> v{loss_sum, static_cast<double>(correct), static_cast<double>(count),
+                            static_cast<double>(images)};
+      for (const auto& [k, x] : term_sums) v.push_back(x);
+      torch::Tensor t = torch::tensor(v, torch::kFloat64);
+      dist::AllReduceSum(t);
+      loss_sum = t[0].item<double>();
+      correct = static_cast<int64_t>(t[1].item<double>());
+      count = static_cast<int64_t>(t[2].item<double>());
+      images = static_cast<int64_t>(t[3].item<double>());
+      int64_t i = 4;
+      for (auto& [k, x] : term_sums) x = t[i++].item<double>();
+    }
     double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     images_total += static_cast<double>(images);
     seconds_total += train_seconds;
@@ -508,6 +553,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
                           "checkpoint is ", PathExists(files.last) ? files.last : std::string("none (first epoch)"),
                           ". Lower --lr or check the data."));
     }
+    dist::CheckSameOnEveryRank(param_tensors, Msg("after epoch ", epoch + 1));
     model.eval();
     if (task.aux) task.aux->eval();
     // Validation on the epochs --val-every names and the last; it reads no random state, so the
@@ -540,7 +586,7 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     }
     record["best_epoch"] = result.best_epoch;
     result.history.push_back(record);
-    WriteHistory(files.last_metrics, result.history);
+    if (writer) WriteHistory(files.last_metrics, result.history);
 
     CheckpointMeta meta = task.meta();
     meta.epoch = epoch + 1;
@@ -561,12 +607,14 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
     state.best_epoch = result.best_epoch;
     state.recipe = recipe;
     if (task.save_extra) state.extra = task.save_extra();
-    model.to(torch::kCPU);
-    if (task.aux) task.aux->to(torch::kCPU);
-    SaveCheckpoint(files.last, model, meta, &state, provenance, task.aux);
-    if (improved) SaveCheckpoint(files.best, model, meta, nullptr, provenance);
-    model.to(device);
-    if (task.aux) task.aux->to(device);
+    if (writer) {
+      model.to(torch::kCPU);
+      if (task.aux) task.aux->to(torch::kCPU);
+      SaveCheckpoint(files.last, model, meta, &state, provenance, task.aux);
+      if (improved) SaveCheckpoint(files.best, model, meta, nullptr, provenance);
+      model.to(device);
+      if (task.aux) task.aux->to(device);
+    }
     MLOG(INFO) << "epoch " << epoch + 1 << "/" << loop.epochs << ": train loss "
                << record["train_loss"].get<double>() << " acc " << record["train_acc"].get<double>()
                << (validate ? Msg(", val ", metric, improved ? " (best)" : "") : std::string(", not validated")) << ", "
@@ -581,12 +629,13 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
       return result;
     }
   }
+  result.images_per_second = seconds_total > 0 ? images_total / seconds_total : 0;
+  if (!writer) return result;
   if (!PathExists(files.best)) throw Error(Msg(files.best, ": missing; cannot finish ", files.out));
   RenameFile(files.best, files.out);
   // The finished run's history goes beside its checkpoint only now: a run that fails keeps the
   // previous run's history with the previous checkpoint.
   RenameFile(files.last_metrics, files.metrics);
-  result.images_per_second = seconds_total > 0 ? images_total / seconds_total : 0;
   MLOG(INFO) << "wrote " << files.out << " (best validation " << result.best_metric << " at epoch "
              << result.best_epoch << "); last epoch in " << files.last;
   return result;

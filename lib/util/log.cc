@@ -10,6 +10,7 @@
 namespace mlfd {
 namespace {
 std::atomic<int> g_verbosity{1};
+std::string g_line_prefix;  // guarded by g_log_mutex
 std::mutex g_log_mutex;
 
 const char* SeverityTag(Severity s) {
@@ -26,6 +27,11 @@ const char* SeverityTag(Severity s) {
 void SetVerbosity(int level) { g_verbosity = level; }
 int Verbosity() { return g_verbosity; }
 
+void SetLinePrefix(const std::string& prefix) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  g_line_prefix = prefix;
+}
+
 void LogLine(Severity severity, const std::string& text) {
   using namespace std::chrono;
   auto now = system_clock::now();
@@ -36,7 +42,7 @@ void LogLine(Severity severity, const std::string& text) {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
   std::lock_guard<std::mutex> lock(g_log_mutex);
-  std::fprintf(stderr, "%s %s.%03d] %s\n", SeverityTag(severity), buf, ms, text.c_str());
+  std::fprintf(stderr, "%s %s.%03d] %s%s\n", SeverityTag(severity), buf, ms, g_line_prefix.c_str(), text.c_str());
   std::fflush(stderr);
 }
 

@@ -29,6 +29,9 @@ class LogMessage {
   std::ostringstream os_;
 };
 
+// Text put before every line's message (e.g. "rank 1: " in a data-parallel run); empty by default.
+void SetLinePrefix(const std::string& prefix);
+
 // Prints a whole line to stderr at once (thread-safe), with a timestamp prefix.
 void LogLine(Severity severity, const std::string& text);
 

@@ -2,6 +2,8 @@
 // The first exception thrown by a worker is rethrown in the caller after all threads stop.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -16,11 +18,17 @@
 
 namespace mlfd {
 
-// The machine's cores (at least 1).
-inline int CoreCount() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+// The cores this process may run on (at least 1): its CPU affinity mask, which a job step
+// (srun -c, taskset, a container's cpuset) narrows, else the machine's cores.
+inline int CoreCount() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 // A thread count an option asked for (--threads, --workers), bounded by the cores: more threads
-// than cores only add switching (--threads 10000 once started 1,400 threads and stalled). Warns
+// than the cores this process may use only add switching (--threads 10000 once started 1,400 threads and stalled). Warns
 // once per option and process when it bounds.
 inline int BoundByCores(const std::string& option, int requested) {
   const int cores = CoreCount();
@@ -29,7 +37,7 @@ inline int BoundByCores(const std::string& option, int requested) {
   static std::set<std::string> warned;
   std::lock_guard<std::mutex> lock(mu);
   if (warned.insert(option).second)
-    MLOG(WARNING) << option << " " << requested << " is more than this machine's " << cores << " cores; using " << cores;
+    MLOG(WARNING) << option << " " << requested << " is more than the " << cores << " cores this process may use; using " << cores;
   return cores;
 }
 
