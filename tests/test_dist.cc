@@ -340,6 +340,42 @@ TEST_CASE("dist: a killed rank fails the other with one line, and the rerun fini
   CHECK(mlfd_test::FileExists(tmp / "t.h5"));
 }
 
+TEST_CASE("dist: a hung rank fails the other after --dist-timeout and an interrupted run resumes exactly on both ranks",
+          "[stage][dist]") {
+  TempDir tmp;
+  const std::string store = MakeStore(tmp, "hang", 3, 20, 16, 1, 14);
+  const std::string bin = mlfd_test::BuildBinDir() + "/train_teacher ";
+  // Rank 1 is stopped (SIGSTOP: alive, its sockets open, silent) after rank 0's first epoch: rank 0
+  // gives up after the 5 s timeout, with one line, instead of waiting forever.
+  {
+    const std::string cmd = Msg(bin, kNet, " -v 1 --epochs 200 --batch-size 4 --dist-timeout 5 --out ", tmp / "h.h5 ", store);
+    const std::string env = Msg("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=", FreePort());
+    auto start = std::chrono::steady_clock::now();
+    auto r = RunShell(Msg("RANK=0 ", env, " ", cmd, " 2> ", tmp / "h0.err & p0=$!; RANK=1 ", env, " ", cmd,
+                          " 2> /dev/null & p1=$!; for i in $(seq 600); do grep -q 'epoch 1/200' ", tmp / "h0.err",
+                          " && break; sleep 0.1; done; kill -STOP $p1; wait $p0; echo rank0=$?; kill -9 $p1"));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::string err = mlfd_test::ReadText(tmp / "h0.err");
+    INFO(err);
+    CHECK(r.out.find("rank0=1") != std::string::npos);
+    CHECK(err.find("train_teacher: error: data parallel: ") != std::string::npos);
+    CHECK(err.find("--dist-timeout 5 s") != std::string::npos);
+    CHECK(seconds < 60);
+  }
+  // 2 processes stopped after epoch 1 (--stop-after) and resumed end with the weights of 2
+  // processes that ran both epochs, bit for bit.
+  const std::string common = Msg(bin, kNet, " -v 0 --epochs 2 --batch-size 4 --sync-bn ");
+  std::filesystem::create_directories(tmp / "whole");
+  std::filesystem::create_directories(tmp / "parts");
+  REQUIRE(RunShell(Ranks(2, tmp / "whole", common + "--out " + tmp / "whole/t.h5 " + store)).exit_code == 0);
+  REQUIRE(RunShell(Ranks(2, tmp / "parts", common + "--stop-after 1 --out " + tmp / "parts/t.h5 " + store)).exit_code == 0);
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "parts/t.h5"));
+  auto resumed = RunShell(Ranks(2, tmp / "parts", common + "--resume --out " + tmp / "parts/t.h5 " + store));
+  INFO(mlfd_test::ReadText(tmp / "parts/rank0.err") << mlfd_test::ReadText(tmp / "parts/rank1.err"));
+  REQUIRE(resumed.exit_code == 0);
+  CHECK(MaxStateDifference(tmp, tmp / "whole/t.last.h5", tmp / "parts/t.last.h5") == 0.0);
+}
+
 TEST_CASE("dist: stages that run as one process refuse a multi-process launch", "[stage][dist]") {
   for (const char* tool : {"evaluate", "extract_features", "prepare_data", "build_joint", "report"}) {
     auto r = RunShell(Msg("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 ", mlfd_test::BuildBinDir(), "/", tool, " x y"));
