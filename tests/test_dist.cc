@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "data/image_store.h"
 #include "data/loader.h"
@@ -374,6 +375,52 @@ TEST_CASE("dist: a hung rank fails the other after --dist-timeout and an interru
   INFO(mlfd_test::ReadText(tmp / "parts/rank0.err") << mlfd_test::ReadText(tmp / "parts/rank1.err"));
   REQUIRE(resumed.exit_code == 0);
   CHECK(MaxStateDifference(tmp, tmp / "whole/t.last.h5", tmp / "parts/t.last.h5") == 0.0);
+}
+
+TEST_CASE("dist: finetune_joint and the multi-teacher methods (AMTML-KD's own optimiser and FEED's and UNIC's adapters) train data-parallel",
+          "[stage][dist]") {
+  TempDir tmp;
+  const std::string a = MakeStore(tmp, "dpa", 3, 16, 12, 1, 15), b = MakeStore(tmp, "dpb", 2, 16, 12, 1, 16);
+  std::string net = kNet;
+  net.replace(net.find(" --seed 5"), 9, "");  // a seed per teacher below
+  const std::string t = Msg(net, " -v 0 --epochs 1 --batch-size 8 ");
+  for (const auto& [out, store, seed] : std::vector<std::tuple<std::string, std::string, int>>{
+           {"ta", a, 1}, {"ta2", a, 2}, {"tb", b, 3}}) {
+    auto r = RunTool("train_teacher", Msg(t, "--seed ", seed, " --out ", tmp / out, ".h5 ", store));
+    REQUIRE(r.exit_code == 0);
+  }
+  REQUIRE(RunTool("build_joint", Msg("-v 0 --adaptor-dim 8 --teacher ", tmp / "ta.h5 --teacher ", tmp / "tb.h5 --out ",
+                                     tmp / "j.h5")).exit_code == 0);
+  const std::string bin = mlfd_test::BuildBinDir() + "/";
+  const std::string loop = " --threads 1 --workers 1 -v 2 --dist-log-all-ranks --epochs 2 --batch-size 4 ";
+  const std::string student = Msg(loop, "--arch resnet18 --small-stem --width 0.125 --embed-dim 16 ");
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {"finetune_joint", Msg(bin, "finetune_joint", loop, "--optimizer adam --lr 0.003 --out ", tmp / "jf.h5 ", tmp / "j.h5 ", a, " ", b)},
+      {"amtml", Msg(bin, "distill_student", student, "--method amtml --teacher ", tmp / "ta.h5 --teacher ", tmp / "ta2.h5 --out ",
+                    tmp / "amtml.h5 ", a)},
+      {"feed", Msg(bin, "distill_student", student, "--method feed --teacher ", tmp / "ta.h5 --teacher ", tmp / "tb.h5 --out ",
+                   tmp / "feed.h5 ", a)},
+      {"unic", Msg(bin, "distill_student", student, "--method unic --teacher ", tmp / "ta.h5 --teacher ", tmp / "tb.h5 --out ",
+                   tmp / "unic.h5 ", a)}};
+  for (const auto& [name, cmd] : runs) {
+    std::filesystem::create_directories(tmp / name);
+    auto r = RunShell(Ranks(2, tmp / name, cmd));
+    const std::string e0 = mlfd_test::ReadText(tmp / (name + "/rank0.err")), e1 = mlfd_test::ReadText(tmp / (name + "/rank1.err"));
+    INFO(name << "\n" << e0 << "\n---\n" << e1);
+    CHECK(r.exit_code == 0);
+    // Both ranks hold the same weights (AMTML-KD's weighting group included) after every epoch.
+    for (const std::string& e : {e0, e1}) CHECK(e.find("the weights are equal on all 2 ranks after epoch 2") != std::string::npos);
+  }
+  auto prov = mlfd_test::RunPython(tmp.path(), R"(
+import sys, json, h5py
+for path in sys.argv[1:]:
+    p = json.loads(h5py.File(path, 'r').attrs['provenance'])
+    assert p['data_parallel'] == {'world_size': 2, 'launcher': 'torchrun', 'sync_bn': False}, (path, p.get('data_parallel'))
+print('ok')
+)",
+                                   Msg(tmp / "jf.h5 ", tmp / "amtml.h5 ", tmp / "feed.h5 ", tmp / "unic.h5"));
+  INFO(prov.err);
+  CHECK(prov.out == "ok\n");
 }
 
 TEST_CASE("dist: stages that run as one process refuse a multi-process launch", "[stage][dist]") {
