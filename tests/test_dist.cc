@@ -424,6 +424,15 @@ print('ok')
 }
 
 TEST_CASE("dist: stages that run as one process refuse a multi-process launch", "[stage][dist]") {
+  for (const char* tool : {"train_teacher", "finetune_joint", "distill_student"}) {  // and the training stages say
+    auto help = RunTool(tool, "--help");                                           // what --batch-size means then
+    std::string flat;  // the help wraps its columns: compare with the whitespace collapsed
+    for (char c : help.out)
+      if (!std::isspace(static_cast<unsigned char>(c)) || (!flat.empty() && flat.back() != ' ')) flat += std::isspace(static_cast<unsigned char>(c)) ? ' ' : c;
+    INFO(help.out);
+    CHECK(flat.find("per process when launched data-parallel by torchrun or srun: the global batch is N times it") !=
+          std::string::npos);
+  }
   for (const char* tool : {"evaluate", "extract_features", "prepare_data", "build_joint", "report"}) {
     auto r = RunShell(Msg("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 ", mlfd_test::BuildBinDir(), "/", tool, " x y"));
     INFO(tool << ": " << r.err);

@@ -106,7 +106,9 @@ void StageOptions::Register(po::options_description& d, const std::string& batch
   augment.Register(d);
   optim.Register(d);
   loop.Register(d);
-  d.add_options()("batch-size", po::value(&batch_size)->default_value(batch_size), batch_help.c_str())(
+  const std::string batch_text =
+      batch_help + " (per process when launched data-parallel by torchrun or srun: the global batch is N times it)";
+  d.add_options()("batch-size", po::value(&batch_size)->default_value(batch_size), batch_text.c_str())(
       "label-smoothing", po::value(&label_smoothing)->default_value(label_smoothing), smoothing_help.c_str())(
       "train-split", po::value(&train_split)->default_value(train_split), "split to train on")(
       "val-split", po::value(&val_split)->default_value(val_split), "split that selects the best epoch");
