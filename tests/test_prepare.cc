@@ -440,6 +440,20 @@ TEST_CASE("image store: a changed class name or a corrupt object header is named
   REQUIRE(r.exit_code == 0);
   CHECK(ImageStore::Open(tmp / "s.h5").class_names() == std::vector<std::string>{"Sneaker", "Trouser"});
   fs::copy_file(tmp / "s.h5", tmp / "t.h5");
+  fs::copy_file(tmp / "s.h5", tmp / "u.h5");
+  // Images of height 0 (found by fuzz_h5_struct): refused when the store is opened, not at the
+  // first batch.
+  auto empty = mlfd_test::RunPython(tmp.path(), R"(
+import sys, h5py
+with h5py.File(sys.argv[1], 'r+') as f:
+    n = f['images'].shape[0]
+    del f['images']
+    f.create_dataset('images', shape=(n, 0, 8, 1), dtype='u1')
+)", tmp / "u.h5");
+  INFO(empty.err);
+  REQUIRE(empty.exit_code == 0);
+  CHECK_THROWS_WITH(ImageStore::Open(tmp / "u.h5"),
+                    Catch::Contains("/images: expected N x H x W x C with H, W in 1..65536 and C in 1..4096, found [10, 0, 8, 1]"));
   // HDF5 keeps variable-length strings in its global heap, without a checksum: the name's own
   // bytes (after its 8-byte length) changed, "Trouser" -> "Trousey".
   auto flip = mlfd_test::RunPython(tmp.path(), R"(

@@ -28,6 +28,11 @@ ImageStore ImageStore::Open(const std::string& path) {
   if (info.dtype != h5::DType::kUInt8 || info.shape.size() != 4)
     throw Error(Msg(path, ":/images: expected uint8 N x H x W x C, found ", h5::DTypeName(info.dtype),
                     " ", h5::ShapeStr(info.shape)));
+  // Each image at least 1 x 1 x 1, and a size an int holds (the loader allocates batch x H x W x C).
+  if (info.shape[1] < 1 || info.shape[2] < 1 || info.shape[3] < 1 || info.shape[1] > (1 << 16) ||
+      info.shape[2] > (1 << 16) || info.shape[3] > 4096)
+    throw Error(Msg(path, ":/images: expected N x H x W x C with H, W in 1..65536 and C in 1..4096, found ",
+                    h5::ShapeStr(info.shape)));
   s.n_ = info.shape[0];
   s.h_ = static_cast<int>(info.shape[1]);
   s.w_ = static_cast<int>(info.shape[2]);
