@@ -165,10 +165,10 @@ void Loader::StartEpoch(int64_t epoch) {
           perm.push_back(src.indices[static_cast<size_t>(i)]);
       } else {
         perm = src.indices;
-      }
-      if (opts_.shuffle && !sharded) {
-        std::mt19937_64 rng(Seed(opts_.seed, static_cast<uint64_t>(epoch), s, cycle));
-        for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng() % i]);
+        if (opts_.shuffle) {
+          std::mt19937_64 rng(Seed(opts_.seed, static_cast<uint64_t>(epoch), s, cycle));
+          for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng() % i]);
+        }
       }
       for (int64_t r : perm) {
         if (static_cast<int64_t>(order.size()) == need) break;

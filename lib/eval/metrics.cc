@@ -94,6 +94,7 @@ Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageS
   const int W = dist::World(), r = dist::Rank();
   std::vector<int64_t> mine;
   for (size_t i = static_cast<size_t>(r); i < indices.size(); i += static_cast<size_t>(W)) mine.push_back(indices[i]);
+  const int64_t own = static_cast<int64_t>(mine.size());
   if (mine.empty()) mine.push_back(indices.at(0));  // fewer rows than ranks: a spare row, dropped below
   LoaderSource src{store, mine, batch_size, info.mean, info.std};
   Loader loader({src}, lo);
@@ -111,7 +112,6 @@ Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageS
   }
   if (W == 1) return {torch::cat(logits), torch::cat(labels)};
   const int64_t n = static_cast<int64_t>(indices.size());
-  const int64_t own = r < n ? (n - r + W - 1) / W : 0;
   torch::Tensor z = torch::cat(logits).narrow(0, 0, own).contiguous();
   torch::Tensor y = torch::cat(labels).narrow(0, 0, own).contiguous();
   return {dist::GatherStrided(z, n), dist::GatherStrided(y, n)};

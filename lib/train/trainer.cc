@@ -431,14 +431,18 @@ TrainResult Train(TrainTask& task, Loader& loader, const OptimOptions& optim,
   }
   // Data parallel (launched by torchrun or srun): every rank starts from rank 0's weights, and
   // DDP's reducer averages the gradients over the ranks during backward.
-  std::vector<torch::Tensor> states;
+  std::vector<torch::Tensor> states;  // each tensor once: a group's tensors usually belong to `aux`
+  std::set<const void*> in_states;
+  auto add_state = [&](const torch::Tensor& t) {
+    if (in_states.insert(t.unsafeGetTensorImpl()).second) states.push_back(t);
+  };
   for (torch::nn::Module* m : {&model, task.aux})
     if (m) {
-      for (const auto& t : m->parameters()) states.push_back(t);
-      for (const auto& t : m->buffers()) states.push_back(t);
+      for (const auto& t : m->parameters()) add_state(t);
+      for (const auto& t : m->buffers()) add_state(t);
     }
   for (const auto& g : task.param_groups)
-    for (const auto& t : g.params) states.push_back(t);
+    for (const auto& t : g.params) add_state(t);
   dist::DataParallel data_parallel(param_tensors, param_names, states);
 
   const int64_t spe = loader.steps_per_epoch();
