@@ -50,8 +50,10 @@ METHODS = kd fitnet mlfd
 # Ablations (docs/pipeline.md, "Variants and ablation tables"), each against the MLFD row, paired
 # by seed. Loss terms: KD + CE without map terms, KD + the last fused map, without CE (the base is
 # MLFD's every fused level + dense level). T*: heads without the teacher's logits, fusion at
-# layer3.
-VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3
+# layer3. Patient and consistent students (distill_student --mix, --epochs-multiple): mixup of the
+# shared view (the student's batch, which the online T* sees too) for the teacher's 40 epochs and
+# for twice as long.
+VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3 mixup mixup_x2
 VARIANT_OPTS_kd_ce = --w-feat 0
 VARIANT_OPTS_kd_last = --pairs layer4:fused:0.2
 VARIANT_OPTS_no_ce = --w-ce 0
@@ -60,3 +62,5 @@ VARIANT_DROP_plain_heads = --residual-logits
 VARIANT_STAGE_fuse_layer3 = joint
 VARIANT_DROP_fuse_layer3 = --level=layer4
 VARIANT_OPTS_fuse_layer3 = --level=layer3 --stages 1
+VARIANT_OPTS_mixup = --mix mixup
+VARIANT_OPTS_mixup_x2 = --mix mixup --epochs-multiple 2

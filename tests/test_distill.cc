@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "data/image_store.h"
+#include "data/mix.h"
 #include "io/feature_cache.h"
 #include "distill/losses.h"
 #include "distill/student.h"
@@ -344,6 +345,122 @@ TEST_CASE("loss terms match closed forms", "[unit][distill][losses]") {
     ce_expect -= zs[i][i + 1].item<double>() - std::log(sum);
   }
   CHECK(MakeCeTerm(1.0, 0.0)->Compute(ce).item<double>() == Approx(ce_expect / 2).epsilon(1e-6));
+}
+
+TEST_CASE("mixup and cutmix: closed forms, exact boxes, determinism, the mixed label term", "[unit][distill][mix]") {
+  torch::manual_seed(0);
+  torch::Tensor x = torch::randn({6, 2, 8, 10});
+  torch::Tensor y = torch::tensor({0, 1, 2, 3, 4, 5}, torch::kInt64);
+  MixedBatch m = MixBatch(x, y, "mixup", 0.4, 7);
+  REQUIRE(m.images.sizes() == x.sizes());
+  CHECK(m.lambda > 0.0);
+  CHECK(m.lambda < 1.0);
+  CHECK(std::get<0>(torch::sort(m.perm)).equal(torch::arange(6, torch::kInt64)));  // a permutation
+  CHECK(m.labels_b.equal(y.index_select(0, m.perm)));
+  CHECK(torch::allclose(m.images, x * m.lambda + x.index_select(0, m.perm) * (1 - m.lambda), 1e-6, 1e-6));
+  // The same seed mixes the same way; another seed does not.
+  MixedBatch again = MixBatch(x, y, "mixup", 0.4, 7), other = MixBatch(x, y, "mixup", 0.4, 8);
+  CHECK(again.images.equal(m.images));
+  CHECK(again.lambda == m.lambda);
+  CHECK_FALSE(other.images.equal(m.images));
+  // Beta(alpha, alpha): mean 1/2; a small alpha puts lambda near 0 or 1.
+  double sum = 0, extreme = 0;
+  for (uint64_t seed = 0; seed < 2000; ++seed) {
+    double l = MixBatch(x, y, "mixup", 0.2, seed).lambda;
+    sum += l;
+    extreme += (l < 0.1 || l > 0.9) ? 1 : 0;
+  }
+  CHECK(sum / 2000 == Approx(0.5).margin(0.03));
+  CHECK(extreme / 2000 > 0.5);
+
+  // cutmix: the box holds the partner's pixels, everything else the own image's; lambda is the
+  // share of own pixels left.
+  int boxes = 0;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    MixedBatch c = MixBatch(x, y, "cutmix", 1.0, seed);
+    const int64_t area = (c.y1 - c.y0) * (c.x1 - c.x0);
+    CHECK(c.lambda == Approx(1.0 - area / 80.0));
+    torch::Tensor inside = torch::zeros({8, 10}, torch::kBool);
+    if (area > 0) {
+      ++boxes;
+      using torch::indexing::Slice;
+      inside.index_put_({Slice(c.y0, c.y1), Slice(c.x0, c.x1)}, true);
+    }
+    torch::Tensor expect = torch::where(inside, x.index_select(0, c.perm), x);
+    CHECK(c.images.equal(expect));
+    CHECK(c.labels_b.equal(y.index_select(0, c.perm)));
+  }
+  CHECK(boxes >= 15);
+  CHECK_THROWS_WITH(MixBatch(x, y, "blend", 1.0, 1), Catch::Contains("unknown mode 'blend'"));
+  CHECK_THROWS_WITH(MixBatch(x, y, "mixup", 0.0, 1), Catch::Contains("alpha must be a number > 0"));
+  CHECK_THROWS_WITH(MixBatch(x, y.narrow(0, 0, 5), "mixup", 1.0, 1), Catch::Contains("5 labels for 6 images"));
+
+  // The label term on a mixed batch: lambda * CE(y) + (1 - lambda) * CE(y_b).
+  Signals s;
+  s.student["logits"] = torch::tensor({{1.0, 2.0, 0.5}, {0.0, -1.0, 3.0}});
+  s.labels = torch::tensor({1, 2});
+  const double ce_a = MakeCeTerm(1.0, 0.0)->Compute(s).item<double>();
+  s.labels = torch::tensor({0, 0});
+  const double ce_b = MakeCeTerm(1.0, 0.0)->Compute(s).item<double>();
+  s.labels = torch::tensor({1, 2});
+  s.labels_b = torch::tensor({0, 0});
+  s.mix = 0.3;
+  CHECK(MakeCeTerm(1.0, 0.0)->Compute(s).item<double>() == Approx(0.3 * ce_a + 0.7 * ce_b).epsilon(1e-6));
+}
+
+TEST_CASE("distill_student: patient students mix the shared view and train a multiple of the teacher's schedule",
+          "[stage][distill][mix]") {
+  Group& g = SharedGroup();
+  const std::string st = Msg("-v 0 --threads 2 --device cpu --batch-size 16 --lr 0.05 --seed 2 --like ", g.ta, " ");
+  auto epochs_of = [](const std::string& path) {
+    return h5::File::Open(path).GetJsonAttr("/", "provenance")["options"]["epochs"].get<int>();
+  };
+  // 0.6 x the teacher's 5 epochs = 3, recorded as the run's epochs with where they came from.
+  auto mix = RunTool("distill_student", Msg(st, "--method kd --mix mixup --mix-alpha 0.4 --epochs-multiple 0.6 --teacher ",
+                                            g.ta, " --out ", g.tmp / "p_mix.h5 ", g.a));
+  INFO(mix.err);
+  REQUIRE(mix.exit_code == 0);
+  CHECK(nlohmann::json::parse(mix.out)["epochs_run"] == 3);
+  CHECK(epochs_of(g.tmp / "p_mix.h5") == 3);
+  auto prov = h5::File::Open(g.tmp / "p_mix.h5").GetJsonAttr("/", "provenance");
+  CHECK(prov["epochs_from"]["epochs"] == 5);
+  CHECK(prov["epochs_from"]["checkpoint"] == g.ta);
+  CHECK(prov["options"]["mix"] == "mixup");
+  CHECK(LoadCheckpoint(g.tmp / "p_mix.h5").meta.metrics["best_val_metric"].get<double>() > 0.5);  // chance: 0.33
+
+  // Mixing changes the trajectory: the same run without it ends elsewhere.
+  auto plain = RunTool("distill_student", Msg(st, "--method kd --epochs 3 --teacher ", g.ta, " --out ",
+                                              g.tmp / "p_plain.h5 ", g.a));
+  REQUIRE(plain.exit_code == 0);
+  {
+    h5::File fa = h5::File::Open(g.tmp / "p_mix.last.h5"), fb = h5::File::Open(g.tmp / "p_plain.last.h5");
+    CHECK_FALSE(torch::equal(ReadTensor(fa, "state/fc.weight"), ReadTensor(fb, "state/fc.weight")));
+  }
+  // cutmix with FitNet: stopped after one epoch and resumed, it ends exactly where an uninterrupted
+  // run does (the mixing is seeded by the global step).
+  const std::string cut = Msg(st, "--method fitnet --mix cutmix --epochs 2 --teacher ", g.ta, " ");
+  REQUIRE(RunTool("distill_student", Msg(cut, "--out ", g.tmp / "p_cut.h5 ", g.a)).exit_code == 0);
+  REQUIRE(RunTool("distill_student", Msg(cut, "--stop-after 1 --out ", g.tmp / "p_cutr.h5 ", g.a)).exit_code == 0);
+  auto rest = RunTool("distill_student", Msg(cut, "--resume --out ", g.tmp / "p_cutr.h5 ", g.a));
+  INFO(rest.err);
+  REQUIRE(rest.exit_code == 0);
+  {
+    h5::File fa = h5::File::Open(g.tmp / "p_cut.last.h5"), fb = h5::File::Open(g.tmp / "p_cutr.last.h5");
+    for (const auto& n : fa.List("state")) CHECK(torch::equal(ReadTensor(fa, "state/" + n), ReadTensor(fb, "state/" + n)));
+  }
+  // Refusals: one line, exit 2, no output.
+  for (const auto& [args, why] : std::vector<std::pair<std::string, std::string>>{
+           {"--mix blend", "--mix: must be none, mixup or cutmix"},
+           {"--mix mixup --mix-alpha 0", "--mix-alpha: must be a number > 0"},
+           {"--mix mixup --teacher-signals cached --features x.h5",
+            "--mix: needs --teacher-signals online (a feature cache holds the signals of unmixed images)"},
+           {"--epochs-multiple -1", "--epochs-multiple: must be a number >= 0"}}) {
+    auto bad = RunTool("distill_student", Msg(st, "--method kd ", args, " --teacher ", g.ta, " --out ", g.tmp / "p_bad.h5 ", g.a));
+    INFO(args << ": " << bad.err);
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find(why) != std::string::npos);
+    CHECK_FALSE(mlfd_test::FileExists(g.tmp / "p_bad.h5"));
+  }
 }
 
 TEST_CASE("finetune_joint (online and cached maps) and distill_student end to end", "[stage][joint][distill][e2e]") {

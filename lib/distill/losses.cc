@@ -32,8 +32,11 @@ class CeTerm : public LossTerm {
   CeTerm(double w, double ls) : LossTerm("ce", w), ls_(ls) {}
   std::vector<std::string> student_levels() const override { return {"logits"}; }
   torch::Tensor Compute(const Signals& s) override {
-    return F::cross_entropy(s.student.at("logits").to(torch::kFloat32), s.labels,
-                            F::CrossEntropyFuncOptions().label_smoothing(ls_));
+    const torch::Tensor z = s.student.at("logits").to(torch::kFloat32);
+    const auto o = F::CrossEntropyFuncOptions().label_smoothing(ls_);
+    torch::Tensor ce = F::cross_entropy(z, s.labels, o);
+    if (!s.labels_b.defined() || s.mix >= 1.0) return ce;
+    return ce * s.mix + F::cross_entropy(z, s.labels_b, o) * (1.0 - s.mix);
   }
 
  private:

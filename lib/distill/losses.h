@@ -22,6 +22,10 @@ struct Signals {
   LevelMap student;               // student levels (with "logits")
   std::vector<LevelMap> teachers; // per teacher: its levels ("logits" in the student's label space)
   torch::Tensor labels;           // int64 N
+  // A mixed batch (--mix): each image holds `mix` of its own and 1 - mix of the image labelled
+  // labels_b (undefined when the batch is not mixed); the label term weighs the two labels so.
+  torch::Tensor labels_b;
+  double mix = 1.0;
   double progress = 0;            // fraction of training done before this step, in [0, 1)
   int64_t epoch = 0;              // 0-based epoch of this step
   const LevelMap& teacher(size_t k = 0) const { return teachers.at(k); }
@@ -61,7 +65,8 @@ class LossTerm {
   double weight_;
 };
 
-// Cross-entropy with the labels (label smoothing optional).
+// Cross-entropy with the labels (label smoothing optional); on a mixed batch
+// mix * CE(labels) + (1 - mix) * CE(labels_b).
 std::unique_ptr<LossTerm> MakeCeTerm(double weight, double label_smoothing);
 // Hinton's soft-target loss: T^2 * CE(softmax(zT/T), log_softmax(zS/T)), batch mean.
 std::unique_ptr<LossTerm> MakeKdTerm(double weight, double temperature, int teacher = 0);

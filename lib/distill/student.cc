@@ -8,6 +8,7 @@
 
 #include "data/image_store.h"
 #include "data/loader.h"
+#include "data/mix.h"
 #include "io/feature_cache.h"
 #include "distill/multi_teacher.h"
 #include "eval/metrics.h"
@@ -32,10 +33,41 @@ struct TeacherRun {
   std::unique_ptr<FeatureCache> cache;
 };
 
+// The seed of one step's mixing: the run's seed and the global step, so a resumed run mixes as an
+// uninterrupted one.
+uint64_t MixSeed(uint64_t seed, int64_t step) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step + 1) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 30)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
 }  // namespace
 
+int TrainedEpochs(const std::string& checkpoint) {
+  h5::File f = h5::File::Open(checkpoint);
+  if (f.HasAttr("/", "provenance")) {
+    nlohmann::json p = f.GetJsonAttr("/", "provenance");
+    if (p.contains("options") && p["options"].contains("epochs") && p["options"]["epochs"].is_number_integer() &&
+        p["options"]["epochs"].get<int64_t>() >= 1)
+      return static_cast<int>(p["options"]["epochs"].get<int64_t>());
+  }
+  throw Error(Msg("--epochs-multiple: ", checkpoint, "'s provenance records no epochs it was trained for"));
+}
+
 TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const std::string& store_path,
-                           const std::string& out, const StudentOptions& opts, Provenance provenance) {
+                           const std::string& out, const StudentOptions& given, Provenance provenance) {
+  StudentOptions opts = given;
+  if (opts.epochs_multiple > 0) {
+    const std::string& from = !opts.like.empty() ? opts.like : teacher_paths.empty() ? std::string() : teacher_paths[0];
+    if (from.empty()) throw UsageError("--epochs-multiple: needs --like or a --teacher to take the schedule from");
+    const int base = TrainedEpochs(from);
+    opts.loop.epochs = std::max(1, static_cast<int>(std::lround(opts.epochs_multiple * base)));
+    MLOG(INFO) << "epochs: " << opts.loop.epochs << " (" << opts.epochs_multiple << " x the " << base
+               << " epochs of " << from << ")";
+    provenance.json["options"]["epochs"] = opts.loop.epochs;
+    provenance.json["epochs_from"] = {{"checkpoint", from}, {"epochs", base}, {"multiple", opts.epochs_multiple}};
+    opts.Check();
+  }
   const MethodSpec& method = FindMethod(opts.method);
   CheckTeacherCount(method, teacher_paths.size());
   if (opts.teacher_signals == "cached" && opts.features.size() != teacher_paths.size())
@@ -122,6 +154,13 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
     s.progress = static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_steps));
     s.epoch = step / std::max<int64_t>(1, spe);
     s.teachers.resize(runs.size());
+    torch::Tensor images = b.images;
+    if (opts.mix != "none") {  // one shared view: the teachers below and the student see the mixed batch
+      MixedBatch m = MixBatch(b.images, b.labels, opts.mix, opts.mix_alpha, MixSeed(opts.loop.seed, step));
+      images = m.images;
+      s.labels_b = m.labels_b;
+      s.mix = m.lambda;
+    }
     torch::Tensor raw;
     for (size_t t = 0; t < runs.size(); ++t) {
       auto& r = runs[t];
@@ -130,7 +169,7 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
         for (const auto& l : r.levels) s.teachers[t][l] = r.cache->Read(opts.train_split, l, b.indices).to(device);
       } else {
         torch::NoGradGuard g;
-        if (!raw.defined()) raw = b.images * per_channel(sinfo.std, b.images) + per_channel(sinfo.mean, b.images);
+        if (!raw.defined()) raw = images * per_channel(sinfo.std, images) + per_channel(sinfo.mean, images);
         torch::Tensor x = (raw - per_channel(r.info->mean, raw)) / per_channel(r.info->std, raw);
         if (x.size(2) != r.info->height || x.size(3) != r.info->width)
           x = torch::nn::functional::interpolate(
@@ -144,16 +183,18 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
           s.teachers[t]["logits"] = s.teachers[t]["logits"].narrow(1, r.info->label_offset, k);
       }
     }
-    s.student = student->Forward(b.images, loss.student_levels, 0);
+    s.student = student->Forward(images, loss.student_levels, 0);
     StepOutput out;
-    out.loss = torch::zeros({}, b.images.options().dtype(torch::kFloat32));
+    out.loss = torch::zeros({}, images.options().dtype(torch::kFloat32));
     for (auto& t : loss.terms) {
       torch::Tensor v = t->Compute(s);
       out.loss = out.loss + v * t->weight();
       out.terms[t->name()] = v.item<double>();
       for (const auto& [key, value] : t->Details()) out.terms[t->name() + "_" + key] = value;
     }
-    out.correct = s.student.at("logits").argmax(1).eq(b.labels).sum().item<int64_t>();
+    // On a mixed batch a prediction counts as correct when it names the larger share's label.
+    const torch::Tensor& major = s.labels_b.defined() && s.mix < 0.5 ? s.labels_b : b.labels;
+    out.correct = s.student.at("logits").argmax(1).eq(major).sum().item<int64_t>();
     out.count = b.images.size(0);
     ++step;
     return out;

@@ -61,6 +61,11 @@ struct StudentOptions : StageOptions {
   std::string teacher_signals = "online";  // online | cached
   std::vector<std::string> features;       // cached: extract_features output of each teacher on this store
   bool pool_mismatch = false;              // average-pool the larger map on a spatial mismatch
+  // Patient and consistent students: mix each training batch (data/mix.h) before the student and
+  // the online teachers see it, and train for a multiple of the teacher's schedule.
+  std::string mix = "none";    // none | mixup | cutmix
+  double mix_alpha = 1.0;      // lambda ~ Beta(alpha, alpha)
+  double epochs_multiple = 0;  // > 0: epochs = round(this x the epochs that trained --like, else the teacher)
   // Multi-teacher methods: per-teacher levels (empty entry = the default: the last map, and the
   // dense vector: "embed" or "pool"; "pool" for the joint teacher) and the student's map level.
   std::vector<std::string> teacher_map_levels, teacher_vector_levels;
@@ -95,6 +100,10 @@ struct ResolvedLoss {
   std::vector<LevelPair> pairs;
 };
 ResolvedLoss ResolveLoss(const StudentOptions& opts, const MethodSpec& method, Net& teacher, Net& student);
+
+// The epochs of the schedule that trained `checkpoint` (its provenance's options); throws Error
+// when the provenance records none.
+int TrainedEpochs(const std::string& checkpoint);
 
 // The student's architecture: --arch etc., or --like's, for `store`'s channels and classes.
 ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store);

@@ -155,6 +155,13 @@ void StudentOptions::Register(po::options_description& d) {
       "features",
       po::value<std::string>()->default_value("")->notifier([this](const std::string& s) { features = SplitCsv(s); }),
       "cached: each teacher's feature cache of this store, comma-separated in --teacher order")(
+      "mix", po::value(&mix)->default_value(mix),
+      "none | mixup | cutmix: mix each training batch with a permutation of itself before the student and "
+      "the online teachers see it (function matching on a shared view); the label term weighs both labels")(
+      "mix-alpha", po::value(&mix_alpha)->default_value(mix_alpha), "mixing share lambda ~ Beta(alpha, alpha)")(
+      "epochs-multiple", po::value(&epochs_multiple)->default_value(epochs_multiple),
+      "> 0: train for this multiple of the epochs that trained --like's checkpoint (else the first "
+      "--teacher's), read from its provenance; replaces --epochs")(
       "pool-mismatch", po::value(&pool_mismatch)->default_value(pool_mismatch)->implicit_value(true),
       "average-pool the larger map when a level pair's spatial sizes differ")(
       "teacher-map-levels",
@@ -180,6 +187,11 @@ void StudentOptions::Check() const {
   c.Require(teacher_signals == "online" || teacher_signals == "cached", "teacher-signals", "must be online or cached");
   c.Require(teacher_signals == "online" || !features.empty(), "features", "--teacher-signals cached needs --features");
   c.Require(teacher_signals == "cached" || features.empty(), "features", "only with --teacher-signals cached");
+  c.Require(mix == "none" || mix == "mixup" || mix == "cutmix", "mix", "must be none, mixup or cutmix");
+  c.Require(mix_alpha > 0 && std::isfinite(mix_alpha), "mix-alpha", "must be a number > 0");
+  c.Require(mix == "none" || teacher_signals == "online", "mix",
+            "needs --teacher-signals online (a feature cache holds the signals of unmixed images)");
+  c.Require(epochs_multiple >= 0 && std::isfinite(epochs_multiple), "epochs-multiple", "must be a number >= 0");
   for (const auto& p : pairs) {
     std::string why;
     LevelPair parsed;
