@@ -4,17 +4,25 @@
 // torchvision computes on the same stored images; teachers trained by our `train_teacher`
 // (small stem, width multiplier, embed layer; several heads; the standard config) give in PyTorch
 // the logits `evaluate` wrote; bad inputs fail with one clear line and write nothing.
+// The video ResNets (r3d_18, mc3_18, r2plus1d_18) go both ways too: seeded random torchvision
+// networks imported with torch_to_h5.py give torchvision's logits in our evaluate's code path, and
+// our networks exported with h5_to_torch.py give ours in torchvision / mlfd_torch.
 // Needs the system Python with torch, torchvision and h5py; without them the tests only warn.
 #include <catch2/catch.hpp>
+#include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
 
+#include "models/checkpoint.h"
+#include "models/model.h"
 #include "test_util.h"
 #include "util/error.h"
+#include "util/provenance.h"
 
 using mlfd::Msg;
 using mlfd_test::RunPython;
@@ -305,4 +313,144 @@ print(float(np.abs(ref - ours).max()))
     WARN("standard resnet18: torchvision vs evaluate, max abs diff " << diff);
     CHECK(diff < 1e-4);
   }
+}
+
+namespace {
+
+// A float32 tensor as raw contiguous bytes (numpy.fromfile reads it back).
+void WriteRaw(const std::string& path, const torch::Tensor& t) {
+  torch::Tensor c = t.to(torch::kFloat32).contiguous();
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(c.data_ptr<float>()), static_cast<std::streamsize>(c.numel() * sizeof(float)));
+  REQUIRE(f.good());
+}
+
+// What evaluate does with a checkpoint (LoadCheckpoint, PrepareFrozen: BatchNorm folded,
+// channels-last-3d) before its forward passes, without gradients; the logits of head `head`.
+torch::Tensor EvaluateLogits(const std::string& ckpt, const torch::Tensor& x, int head = 0) {
+  mlfd::LoadedCheckpoint ck = mlfd::LoadCheckpoint(ckpt);
+  mlfd::PrepareFrozen(*ck.net);
+  torch::NoGradGuard no_grad;
+  return ck.net->forward(x, head);
+}
+
+}  // namespace
+
+TEST_CASE("interop: torchvision video ResNets move both ways with the same logits", "[stage][interop][video]") {
+  if (!HavePyTorch()) return;
+  TempDir tmp;
+  torch::manual_seed(17);
+  const torch::Tensor x = torch::randn({2, 3, 4, 32, 32});  // 2 clips of 4 frames, 32 x 32
+  WriteRaw(tmp / "x.f32", x);
+  const std::vector<std::string> archs{"r3d_18", "mc3_18", "r2plus1d_18"};
+
+  // Import: a seeded random torchvision network (random BatchNorm statistics too) -> our checkpoint.
+  for (const auto& arch : archs) {
+    RunResult r = RunToolPy("torch_to_h5.py", "--arch " + arch + " --random-seed 7 --num-classes 3 --dataset clips --out " +
+                                                  (tmp / (arch + ".h5")));
+    INFO(arch << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(nlohmann::json::parse(r.out)["verified_max_abs_diff"].get<double>() < 1e-5);
+    WriteRaw(tmp / (arch + ".logits.f32"), EvaluateLogits(tmp / (arch + ".h5"), x));
+  }
+
+  // Export: our networks with random weights and BatchNorm statistics -> .pt; the standard config
+  // (no small stem, width 1, no embed, one head) must load into torchvision (--torchvision), the
+  // MLFD config (small stem, width 0.25, embed 16, two heads) into mlfd_torch.MLFDVideoResNet.
+  struct Export { std::string name, arch; bool standard; };
+  const std::vector<Export> exports{{"std_r2plus1d", "r2plus1d_18", true}, {"mlfd_mc3", "mc3_18", false},
+                                    {"mlfd_r2plus1d", "r2plus1d_18", false}};
+  for (const auto& e : exports) {
+    mlfd::ModelConfig c;
+    c.arch = e.arch;
+    c.head_classes = e.standard ? std::vector<int>{3} : std::vector<int>{3, 2};
+    c.embed_dim = e.standard ? 0 : 16;
+    c.small_stem = !e.standard;
+    c.width = e.standard ? 1.0 : 0.25;
+    torch::manual_seed(5);
+    mlfd::Net net = mlfd::BuildModel(c);
+    {
+      torch::NoGradGuard g;
+      for (const auto& b : net->named_buffers())
+        if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.2, 0.2);
+        else if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+      for (const auto& p : net->named_parameters())  // as torch_to_h5's random_torchvision
+        if (p.value().dim() == 1 && p.key().find("bias") != std::string::npos) p.value().uniform_(-0.2, 0.2);
+        else if (p.value().dim() == 1) p.value().uniform_(0.5, 1.5);
+        else if (p.value().dim() == 2) p.value().normal_(0, 0.1);  // Linear: logits of order 1
+    }
+    mlfd::CheckpointMeta meta;
+    meta.model = c;
+    for (int h = 0; h < static_cast<int>(c.head_classes.size()); ++h) {
+      mlfd::HeadInfo info;
+      info.dataset = Msg("clips", h);
+      for (int k = 0; k < c.head_classes[static_cast<size_t>(h)]; ++k) info.class_names.push_back(Msg("c", k));
+      info.mean = {0.45, 0.45, 0.45};
+      info.std = {0.225, 0.225, 0.225};
+      info.height = info.width = 32;
+      info.channels = 3;
+      info.head = h;
+      meta.datasets.push_back(info);
+    }
+    const std::string ckpt = tmp / (e.name + ".h5");
+    mlfd::SaveCheckpoint(ckpt, *net, meta, nullptr, mlfd::Provenance());
+    for (int h = 0; h < static_cast<int>(c.head_classes.size()); ++h)
+      WriteRaw(tmp / Msg(e.name, ".logits", h, ".f32"), EvaluateLogits(ckpt, x, h));
+    RunResult r = RunToolPy("h5_to_torch.py", (e.standard ? "--torchvision " : "") + ckpt + " " + (tmp / (e.name + ".pt")));
+    INFO(e.name << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+    auto summary = nlohmann::json::parse(r.out);
+    CHECK(summary["torchvision_compatible"] == e.standard);
+    if (e.standard) CHECK(summary["torchvision_max_abs_diff"].get<double>() < 1e-5);
+  }
+  // Not a torchvision network: --torchvision says why and writes nothing.
+  RunResult no = RunToolPy("h5_to_torch.py", "--torchvision " + (tmp / "mlfd_mc3.h5") + " " + (tmp / "tv.pt"));
+  CHECK(no.exit_code == 1);
+  CHECK(no.err.find("small_stem is on (torchvision's stem has spatial stride 2") != std::string::npos);
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "tv.pt"));
+
+  // The references, computed by torchvision's own forward passes (and MLFDVideoResNet for the MLFD
+  // configs); one Python process prints "<name> <max abs diff>" per comparison.
+  RunResult py = RunPython(tmp.path(), R"PY(
+import sys, json, numpy as np, torch, torchvision.models.video as video
+torch.set_num_threads(1)
+d = sys.argv[1]
+sys.path.insert(0, sys.argv[2])
+from torch_to_h5 import random_torchvision
+import mlfd_torch
+x = torch.from_numpy(np.fromfile(d + '/x.f32', dtype=np.float32).reshape(2, 3, 4, 32, 32))
+def compare(name, net, ours_file, head=None):
+    net.eval()
+    with torch.no_grad():
+        ref = (net(x) if head is None else net(x, head)).numpy()
+    ours = np.fromfile(ours_file, dtype=np.float32).reshape(ref.shape)
+    assert np.abs(ref).max() > 1e-2, name     # not a degenerate comparison
+    print(name, float(np.abs(ref - ours).max()), float(np.abs(ref).max()))
+for arch in ('r3d_18', 'mc3_18', 'r2plus1d_18'):
+    net = getattr(video, arch)(num_classes=3)
+    net.load_state_dict(random_torchvision(arch, 3, 7))
+    compare('import_' + arch, net, '%s/%s.logits.f32' % (d, arch))
+net = video.r2plus1d_18(num_classes=3)
+net.load_state_dict(torch.load(d + '/std_r2plus1d.pt'), strict=True)
+compare('export_std_r2plus1d', net, d + '/std_r2plus1d.logits0.f32')
+for name in ('mlfd_mc3', 'mlfd_r2plus1d'):
+    side = json.load(open('%s/%s.json' % (d, name)))
+    net = mlfd_torch.build_model(side['model'])
+    net.load_state_dict(torch.load('%s/%s.pt' % (d, name)), strict=True)
+    for h in range(2):
+        compare('export_%s_head%d' % (name, h), net, '%s/%s.logits%d.f32' % (d, name, h), h)
+)PY",
+                               tmp.path() + " " + kTools);
+  INFO("python stdout: " << py.out << "\npython stderr: " << py.err);
+  REQUIRE(py.exit_code == 0);
+  std::istringstream lines(py.out);
+  std::string name;
+  double diff = 0, size = 0;
+  int compared = 0;
+  while (lines >> name >> diff >> size) {
+    WARN("video interop " << name << ": max abs logit difference " << diff << " (max abs logit " << size << ")");
+    CHECK(diff < 1e-4);
+    ++compared;
+  }
+  CHECK(compared == 8);
 }

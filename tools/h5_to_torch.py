@@ -5,10 +5,12 @@ imported network) to a PyTorch state dict, so it can be used, fine-tuned or insp
 Writes <out>.pt (torch.save of the state dict, our dotted names = torchvision's) and a JSON
 sidecar (--config-out, default <out without .pt>.json) with the model config, the per-dataset
 heads (class names, input normalisation, size), kind, epoch, metrics and the source's sha256.
-Before writing, the state dict is loaded strictly into tools/mlfd_torch.py's MLFDResNet built from
-the checkpoint's config; with --torchvision it must also load strictly into
-torchvision.models.<arch>, and both networks must give the same outputs (an error explains why a
-config is not torchvision-compatible: small stem, width, embed layer, several heads, 1 channel).
+Before writing, the state dict is loaded strictly into tools/mlfd_torch.py's MLFDResNet (or, for
+the video ResNets r3d_18, mc3_18, r2plus1d_18, MLFDVideoResNet) built from the checkpoint's config;
+with --torchvision it must also load strictly into torchvision.models.<arch> (or
+torchvision.models.video.<arch>), and both networks must give the same outputs (an error explains
+why a config is not torchvision-compatible: small stem, width, embed layer, several heads, 1
+channel).
 
 Usage: h5_to_torch.py [--torchvision] [--config-out <x.json>] <checkpoint.h5> <out.pt>
 
@@ -17,7 +19,7 @@ Example:
   # in PyTorch:
   #   import mlfd_torch, torch, json
   #   cfg = json.load(open("mnist_teacher.json"))
-  #   net = mlfd_torch.MLFDResNet.from_config(cfg["model"])
+  #   net = mlfd_torch.build_model(cfg["model"])    # MLFDResNet or MLFDVideoResNet
   #   net.load_state_dict(torch.load("mnist_teacher.pt"))
 
 Exit status: 0 on success, 2 on a usage error, 1 on a runtime failure (one line on stderr).
@@ -74,15 +76,15 @@ def main(argv=None):
         tv_why = mt.torchvision_incompatibility(config)
         if args.torchvision and tv_why:
             raise ToolError("%s: the model is not a torchvision %s: %s. Export without "
-                            "--torchvision and use tools/mlfd_torch.py's MLFDResNet" %
+                            "--torchvision and use tools/mlfd_torch.py's build_model()" %
                             (args.checkpoint, arch, "; ".join(tv_why)))
         max_diff = None
         if not args.skip_verify:
-            if arch not in mt.RESNET_ARCHS:
+            if arch not in mt.MIRRORED_ARCHS:
                 raise ToolError("%s: architecture '%s' is not mirrored by tools/mlfd_torch.py "
                                 "(only %s); use --skip-verify to export its state dict as is" %
-                                (args.checkpoint, arch, ", ".join(mt.RESNET_ARCHS)))
-            model = mt.MLFDResNet.from_config(config)
+                                (args.checkpoint, arch, ", ".join(mt.MIRRORED_ARCHS)))
+            model = mt.build_model(config)
             mt.load_strict(model, state, args.checkpoint)
             ordered = model.state_dict()
             state = {k: ordered[k].clone() for k in ordered}  # module order, like torchvision's
@@ -93,7 +95,10 @@ def main(argv=None):
                 tv.eval()
                 head = meta["datasets"][0] if meta["datasets"] else {"height": 64, "width": 64}
                 g = torch.Generator().manual_seed(0)
-                x = torch.randn(2, 3, max(32, head["height"]), max(32, head["width"]), generator=g)
+                if arch in mt.VIDEO_ARCHS:  # 2 clips of 4 frames at 32 x 32 keep the check quick
+                    x = torch.randn(2, 3, 4, 32, 32, generator=g)
+                else:
+                    x = torch.randn(2, 3, max(32, head["height"]), max(32, head["width"]), generator=g)
                 with torch.no_grad():
                     max_diff = float((model(x) - tv(x)).abs().max())
                 if max_diff > 1e-5:

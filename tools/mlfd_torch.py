@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""PyTorch mirror of this project's ResNet-18/34/50 family, and h5py readers for its checkpoints.
+"""PyTorch mirror of this project's ResNet-18/34/50 family and video ResNets (r3d_18, mc3_18,
+r2plus1d_18), and h5py readers for its checkpoints.
 
 The C++ models (lib/models/resnet.cc, lib/models/model.cc) use torchvision's module structure
 and parameter names, plus the options of this project: a small-image stem (3x3 stride-1 conv1,
@@ -8,7 +9,9 @@ pool -> optional Linear "embed" -> dropout -> Linear "fc", or one Linear per dat
 "heads.<i>") and stochastic depth. `MLFDResNet` builds the same network in PyTorch, with the same
 state-dict keys, so any ResNet checkpoint of ours loads strictly into it; for the standard
 configuration (width 1, no small stem, no embed layer, one head) the state dict also loads
-strictly into torchvision.models.resnet18/34/50.
+strictly into torchvision.models.resnet18/34/50. `MLFDVideoResNet` does the same for
+lib/models/video_resnet.cc (torchvision.models.video.r3d_18/mc3_18/r2plus1d_18; input
+N x C x T x H x W clips); `build_model(config)` picks the class for a config.
 
     import mlfd_torch
     model, meta = mlfd_torch.load_checkpoint("runs/demo/teachers/mnist.h5")
@@ -39,6 +42,8 @@ import torch.nn.functional as F
 CHECKPOINT_FORMAT = "mlfd.checkpoint"
 CHECKPOINT_VERSION = 1
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
+VIDEO_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
+MIRRORED_ARCHS = RESNET_ARCHS + VIDEO_ARCHS
 # (blocks per stage, bottleneck?)
 _DEPTHS = {"resnet18": ((2, 2, 2, 2), False), "resnet34": ((3, 4, 6, 3), False),
            "resnet50": ((3, 4, 6, 3), True)}
@@ -63,7 +68,8 @@ def drop_path(x, p, training):
     """Stochastic depth: drops whole residual branches per sample (as DropPath in resnet.cc)."""
     if not training or p <= 0:
         return x
-    keep = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(1 - p)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    keep = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p)
     return x * keep / (1 - p)
 
 
@@ -220,19 +226,159 @@ class MLFDResNet(nn.Module):
         return self.head_module(head)(self.dropout(self.features(x)))
 
 
+# ------------------------------------------------------------------------------------------------
+# Video ResNets (lib/models/video_resnet.cc)
+
+
+def _conv3(cin, cout, k, stride, pad):
+    return nn.Conv3d(cin, cout, k, stride=stride, padding=pad, bias=False)
+
+
+def _video_conv(kind, cin, cout, mid, s):
+    """torchvision's Conv3DSimple, Conv3DNoTemporal or Conv2Plus1D (same structure and names)."""
+    if kind == "3d":
+        return _conv3(cin, cout, (3, 3, 3), (s, s, s), (1, 1, 1))
+    if kind == "no_temporal":
+        return _conv3(cin, cout, (1, 3, 3), (1, s, s), (0, 1, 1))
+    return nn.Sequential(_conv3(cin, mid, (1, 3, 3), (1, s, s), (0, 1, 1)), nn.BatchNorm3d(mid),
+                         nn.ReLU(inplace=True), _conv3(mid, cout, (3, 1, 1), (s, 1, 1), (1, 0, 0)))
+
+
+class VideoBlock(nn.Module):
+    """torchvision.models.video.resnet.BasicBlock (midplanes of (inplanes, planes)), drop-path."""
+
+    def __init__(self, kind, inplanes, planes, stride, drop_path_rate):
+        super().__init__()
+        mid = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
+        self.drop_path = drop_path_rate
+        self.conv1 = nn.Sequential(_video_conv(kind, inplanes, planes, mid, stride),
+                                   nn.BatchNorm3d(planes), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(_video_conv(kind, planes, planes, mid, 1), nn.BatchNorm3d(planes))
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            ds = (1, stride, stride) if kind == "no_temporal" else (stride, stride, stride)
+            self.downsample = nn.Sequential(_conv3(inplanes, planes, 1, ds, 0), nn.BatchNorm3d(planes))
+
+    def forward(self, x):
+        y = self.conv2(self.conv1(x))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return F.relu(drop_path(y, self.drop_path, self.training) + identity)
+
+
+_VIDEO_KINDS = {"r3d_18": ("3d",) * 4, "mc3_18": ("3d",) + ("no_temporal",) * 3,
+                "r2plus1d_18": ("2plus1d",) * 4}
+
+
+class MLFDVideoResNet(MLFDResNet):
+    """r3d_18 / mc3_18 / r2plus1d_18 with the MLFD head; state-dict keys equal those of our
+    checkpoints (and, in the standard configuration, torchvision.models.video's). Input
+    N x C x T x H x W. small_stem: a 3x3 spatial stem kernel without spatial stride."""
+
+    def __init__(self, arch="r3d_18", in_channels=3, head_classes=(400,), head_names=(),
+                 small_stem=False, width=1.0, embed_dim=0, dropout=0.0, drop_path=0.0):
+        nn.Module.__init__(self)
+        if arch not in _VIDEO_KINDS:
+            raise ValueError("MLFDVideoResNet builds %s; '%s' is not one of them" %
+                             (", ".join(VIDEO_ARCHS), arch))
+        if in_channels not in (1, 3):
+            raise ValueError("in_channels must be 1 or 3, not %r" % (in_channels,))
+        head_classes = [int(k) for k in head_classes]
+        if not head_classes or min(head_classes) < 1:
+            raise ValueError("head_classes must list >= 1 class per head, got %r" % (head_classes,))
+        if not 0 < width <= 4:
+            raise ValueError("width must be in (0, 4], not %r" % (width,))
+        self.arch = arch
+        self.config = {"arch": arch, "in_channels": int(in_channels), "head_classes": head_classes,
+                       "head_names": list(head_names), "small_stem": bool(small_stem),
+                       "width": float(width), "embed_dim": int(embed_dim),
+                       "dropout": float(dropout), "drop_path": float(drop_path)}
+        self.small_stem = bool(small_stem)
+        k, s, p = (3, 1, 1) if small_stem else (7, 2, 3)
+        inplanes = scaled(64, width)
+        if arch == "r2plus1d_18":  # R2Plus1dStem
+            mid = scaled(45, width)
+            self.stem = nn.Sequential(_conv3(in_channels, mid, (1, k, k), (1, s, s), (0, p, p)),
+                                      nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
+                                      _conv3(mid, inplanes, (3, 1, 1), 1, (1, 0, 0)),
+                                      nn.BatchNorm3d(inplanes), nn.ReLU(inplace=True))
+        else:  # BasicStem
+            self.stem = nn.Sequential(_conv3(in_channels, inplanes, (3, k, k), (1, s, s), (1, p, p)),
+                                      nn.BatchNorm3d(inplanes), nn.ReLU(inplace=True))
+        index = 0
+        for st, kind in enumerate(_VIDEO_KINDS[arch]):
+            planes = scaled(64 << st, width)
+            blocks = []
+            for b in range(2):
+                blocks.append(VideoBlock(kind, inplanes, planes, 2 if (b == 0 and st > 0) else 1,
+                                         drop_path * index / 7))
+                inplanes = planes
+                index += 1
+            setattr(self, "layer%d" % (st + 1), nn.Sequential(*blocks))
+        self.feature_dim = inplanes
+        self.has_embed = embed_dim > 0 and embed_dim != inplanes
+        e = embed_dim if self.has_embed else inplanes
+        if self.has_embed:
+            self.embed = nn.Linear(inplanes, e)
+        self.dropout = nn.Dropout(dropout)
+        if len(head_classes) == 1:
+            self.fc = nn.Linear(e, head_classes[0])
+        else:
+            self.heads = nn.ModuleList([nn.Linear(e, k2) for k2 in head_classes])
+        for m in self.modules():  # torchvision's video ResNet initialisation
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_levels(self, x, head=0):
+        out = {}
+        y = self.stem(x)
+        out["stem"] = y
+        for i in range(1, 5):
+            y = getattr(self, "layer%d" % i)(y)
+            out["layer%d" % i] = y
+        f = torch.flatten(F.adaptive_avg_pool3d(y, 1), 1)
+        out["pool"] = f
+        if self.has_embed:
+            f = self.embed(f)
+            out["embed"] = f
+        out["logits"] = self.head_module(head)(self.dropout(f))
+        return out
+
+    def features(self, x):
+        y = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        f = torch.flatten(F.adaptive_avg_pool3d(y, 1), 1)
+        return self.embed(f) if self.has_embed else f
+
+
+def build_model(config):
+    """MLFDResNet or MLFDVideoResNet for a ModelConfig dict (ValueError for other archs)."""
+    if config.get("arch") in VIDEO_ARCHS:
+        return MLFDVideoResNet.from_config(config)
+    return MLFDResNet.from_config(config)
+
+
 def torchvision_incompatibility(config):
     """Why a config cannot be a torchvision ResNet (a list of reasons; empty when it can)."""
     why = []
-    if config.get("arch") not in RESNET_ARCHS:
+    video = config.get("arch") in VIDEO_ARCHS
+    if config.get("arch") not in MIRRORED_ARCHS:
         why.append("arch is '%s' (torchvision's ResNets are %s)" %
-                   (config.get("arch"), ", ".join(RESNET_ARCHS)))
+                   (config.get("arch"), ", ".join(MIRRORED_ARCHS)))
     if config.get("small_stem", False):
-        why.append("small_stem is on (torchvision's conv1 is 7x7 stride 2 followed by a max-pool)")
+        why.append("small_stem is on (torchvision's stem has spatial stride 2 and a 7x7 kernel)"
+                   if video else
+                   "small_stem is on (torchvision's conv1 is 7x7 stride 2 followed by a max-pool)")
     if float(config.get("width", 1.0)) != 1.0:
         why.append("width is %g (torchvision's ResNets have width 1)" % config.get("width"))
     if int(config.get("in_channels", 3)) != 3:
         why.append("in_channels is %d (torchvision's conv1 takes 3 channels)" % config["in_channels"])
-    feature_dim = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}.get(config.get("arch"))
+    feature_dim = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "r3d_18": 512, "mc3_18": 512,
+                   "r2plus1d_18": 512}.get(config.get("arch"))
     embed = int(config.get("embed_dim", 0))
     if embed > 0 and embed != feature_dim:
         why.append("it has an MLFD embed layer (embed_dim %d; torchvision's fc reads the %s pooled "
@@ -244,7 +390,9 @@ def torchvision_incompatibility(config):
 
 def make_torchvision(arch, num_classes):
     import torchvision
-    return getattr(torchvision.models, arch)(num_classes=num_classes)
+    import torchvision.models.video  # noqa: F401 - not imported by torchvision.models in 0.14
+    family = torchvision.models.video if arch in VIDEO_ARCHS else torchvision.models
+    return getattr(family, arch)(num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,14 +476,15 @@ def load_strict(model, state, what="checkpoint"):
 
 
 def load_checkpoint(path):
-    """Rebuilds a ResNet checkpoint of ours as an MLFDResNet (eval mode) and returns (model, meta)."""
+    """Rebuilds a (video) ResNet checkpoint of ours as an MLFDResNet or MLFDVideoResNet (eval mode)
+    and returns (model, meta)."""
     meta = read_checkpoint_meta(path)
     arch = meta["model"].get("arch")
-    if arch not in RESNET_ARCHS:
+    if arch not in MIRRORED_ARCHS:
         raise CheckpointError("%s: architecture '%s' is not supported by mlfd_torch (it rebuilds %s)" %
-                              (path, arch, ", ".join(RESNET_ARCHS)))
+                              (path, arch, ", ".join(MIRRORED_ARCHS)))
     try:
-        model = MLFDResNet.from_config(meta["model"])
+        model = build_model(meta["model"])
     except ValueError as e:
         raise CheckpointError("%s: model config: %s" % (path, e))
     load_strict(model, read_checkpoint_state(path), path)
@@ -530,8 +679,8 @@ def main(argv=None):
     import sys
     p = argparse.ArgumentParser(
         prog="mlfd_torch.py",
-        description="Rebuilds a ResNet checkpoint of this project as tools/mlfd_torch.py's "
-                    "MLFDResNet (strict load) and prints a JSON summary: kind, epoch, model "
+        description="Rebuilds a (video) ResNet checkpoint of this project as tools/mlfd_torch.py's "
+                    "MLFDResNet or MLFDVideoResNet (strict load) and prints a JSON summary: kind, epoch, model "
                     "config, heads, tensor and parameter counts.",
         epilog="Example:\n  /usr/bin/python3 tools/mlfd_torch.py runs/demo/teachers/mnist.h5",
         formatter_class=argparse.RawDescriptionHelpFormatter)

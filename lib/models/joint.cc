@@ -83,6 +83,10 @@ JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
   torch::nn::ModuleList teacher_list;
   for (size_t i = 0; i < spec_.teachers.size(); ++i) {
     const JointTeacher& t = spec_.teachers[i];
+    if (IsVideoArch(t.model.arch))
+      throw UsageError(Msg("joint teacher ", i, (t.path.empty() ? "" : " (" + t.path + ")"), ": ",
+                           t.model.arch, " is a video network; the joint teacher fuses image ",
+                           "feature maps (N x C x H x W)"));
     Net net{nullptr};
     if (spec_.embedded) {
       net = BuildModel(t.model);

@@ -101,6 +101,26 @@ void NormImpl::pretty_print(std::ostream& stream) const {
   stream << "mlfd::Norm(" << weight.size(0) << (folded ? ", folded" : "") << ")";
 }
 
+namespace {
+
+// The convolution whose output `module` returns: a Conv2d or Conv3d itself, or the last child of a
+// module that ends in a Conv3d (r2plus1d's Conv2Plus1D Sequential, whose BatchNorm follows it).
+// Its weight and bias are what folding rewrites.
+struct ConvRef {
+  torch::Tensor* weight = nullptr;
+  torch::Tensor* bias = nullptr;
+};
+ConvRef FeedingConv(const std::shared_ptr<torch::nn::Module>& module) {
+  if (auto* c = module->as<torch::nn::Conv2d>()) return {&c->weight, &c->bias};
+  if (auto* c = module->as<torch::nn::Conv3d>()) return {&c->weight, &c->bias};
+  const auto kids = module->children();
+  if (!kids.empty())
+    if (auto* c = kids.back()->as<torch::nn::Conv3d>()) return {&c->weight, &c->bias};
+  return {};
+}
+
+}  // namespace
+
 int FoldBatchNorm(torch::nn::Module& net) {
   torch::NoGradGuard no_grad;
   net.eval();
@@ -109,10 +129,13 @@ int FoldBatchNorm(torch::nn::Module& net) {
     const auto kids = parent->named_children();
     for (size_t i = 0; i + 1 < kids.size(); ++i) {
       // The backbones register each BatchNorm right after the convolution that feeds it.
-      auto* conv = kids[i].value()->as<torch::nn::Conv2d>();
       auto* norm = dynamic_cast<NormImpl*>(kids[i + 1].value().get());
-      if (!conv || !norm || norm->folded) continue;
-      const int64_t c = conv->weight.size(0);
+      if (!norm || norm->folded) continue;
+      ConvRef conv = FeedingConv(kids[i].value());
+      if (!conv.weight) continue;
+      torch::Tensor& weight = *conv.weight;
+      torch::Tensor& bias = *conv.bias;
+      const int64_t c = weight.size(0);
       if (norm->running_mean.numel() != c)
         throw Error(Msg("internal: ", kids[i + 1].key(), " (", norm->running_mean.numel(), " channels) does not follow ",
                         kids[i].key(), " (", c, ")"));
@@ -121,12 +144,14 @@ int FoldBatchNorm(torch::nn::Module& net) {
       const torch::Tensor& beta = norm->bias;
       // In float64, then back: the folded weights are as close to the exact product as float32 allows.
       torch::Tensor scale = gamma.to(torch::kFloat64) / (norm->running_var.to(torch::kFloat64) + eps).sqrt();
-      torch::Tensor w = conv->weight.to(torch::kFloat64) * scale.view({-1, 1, 1, 1});
-      torch::Tensor b0 = conv->bias.defined() ? conv->bias.to(torch::kFloat64) : torch::zeros_like(scale);
+      std::vector<int64_t> shape(static_cast<size_t>(weight.dim()), 1);  // C_out x 1 x 1 (x 1) x 1
+      shape[0] = -1;
+      torch::Tensor w = weight.to(torch::kFloat64) * scale.view(shape);
+      torch::Tensor b0 = bias.defined() ? bias.to(torch::kFloat64) : torch::zeros_like(scale);
       torch::Tensor b = (b0 - norm->running_mean.to(torch::kFloat64)) * scale + beta.to(torch::kFloat64);
-      conv->weight.copy_(w);
-      if (conv->bias.defined()) conv->bias.copy_(b);
-      else conv->bias = b.to(conv->weight.options());  // what forward adds; not a registered parameter
+      weight.copy_(w);
+      if (bias.defined()) bias.copy_(b);
+      else bias = b.to(weight.options());  // what forward adds; not a registered parameter
       norm->folded = true;
       ++folded;
     }
@@ -144,6 +169,7 @@ void ToChannelsLast(torch::nn::Module& net) {
   torch::NoGradGuard no_grad;
   for (auto& p : net.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    else if (p.dim() == 5) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast3d));
 }
 
 void PrepareFrozen(torch::nn::Module& net) {
@@ -152,7 +178,12 @@ void PrepareFrozen(torch::nn::Module& net) {
 }
 
 std::vector<std::string> ArchNames() {
-  return {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "seresnext26t_32x4d"};
+  return {"resnet18",           "resnet34", "resnet50", "efficientnet_b0",
+          "seresnext26t_32x4d", "r3d_18",   "mc3_18",   "r2plus1d_18"};
+}
+
+bool IsVideoArch(const std::string& arch) {
+  return arch == "r3d_18" || arch == "mc3_18" || arch == "r2plus1d_18";
 }
 
 nlohmann::json ModelConfig::ToJson() const {
@@ -274,9 +305,18 @@ void NetImpl::BuildHead(int feature_dim, const std::string& single_head_name) {
   // layer too (LibTorch's Linear default = PyTorch's).
 }
 
+namespace {
+// Global average pool of the last map: over H x W, or T x H x W for a video network's 5-D maps.
+torch::Tensor GlobalPool(const torch::Tensor& f) {
+  return (f.dim() == 5 ? torch::adaptive_avg_pool3d(f, {1, 1, 1})
+                       : torch::adaptive_avg_pool2d(f, {1, 1}))
+      .flatten(1);
+}
+}  // namespace
+
 torch::Tensor NetImpl::Features(const torch::Tensor& x) {
   torch::Tensor f = RunBackbone(x, {}, "", nullptr);
-  f = torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
+  f = GlobalPool(f);
   if (has_embed_) f = embed_->forward(f);
   return f;
 }
@@ -312,7 +352,7 @@ LevelMap NetImpl::Forward(const torch::Tensor& x, const std::vector<std::string>
   std::string last = need_full || deepest < 0 ? "" : maps[static_cast<size_t>(deepest)];
   torch::Tensor f = RunBackbone(x, want_maps, last, &out);
   if (!need_full) return out;
-  torch::Tensor pooled = torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
+  torch::Tensor pooled = GlobalPool(f);
   out["pool"] = pooled;
   torch::Tensor feat = pooled;
   if (has_embed_) {
@@ -329,6 +369,7 @@ Net BuildModel(const ModelConfig& config) {
   config.Check();
   if (config.arch == "joint") return BuildJointNet(config);
   if (config.arch.rfind("resnet", 0) == 0) return Net(MakeResNet(config));
+  if (IsVideoArch(config.arch)) return Net(MakeVideoResNet(config));
   if (config.arch == "efficientnet_b0") return Net(MakeEfficientNetB0(config));
   return Net(MakeSEResNeXt26t(config));
 }

@@ -1,6 +1,7 @@
 // The model zoo: backbones with named feature levels and the MLFD classifier head
 // (pool -> optional Linear F->E "embed", identity activation -> Linear E->C per head).
-// Parameter and buffer names follow torchvision (ResNet, EfficientNet-B0) and timm
+// Parameter and buffer names follow torchvision (ResNet, EfficientNet-B0, the video ResNets
+// r3d_18, mc3_18, r2plus1d_18, whose inputs are N x C x T x H x W clips) and timm
 // (SE-ResNeXt-26t-32x4d), because the names are the checkpoint format: weights move between
 // PyTorch and this tool with h5py (tools/torch_to_h5.py, tools/h5_to_torch.py).
 #pragma once
@@ -21,7 +22,8 @@ struct ModelConfig {
   int in_channels = 3;             // 1 or 3
   std::vector<int> head_classes{10};  // classes per head (one head, or one per dataset)
   std::vector<std::string> head_names;  // dataset name of each head (may be empty)
-  bool small_stem = false;  // 3x3 stride-1 stem conv, no max-pool (28-64 px inputs)
+  bool small_stem = false;  // 3x3 stride-1 stem conv, no max-pool (28-64 px inputs); video
+                            // ResNets: a 3x3 spatial stem kernel without spatial stride
   double width = 1.0;       // channel multiplier (tiny test/demo models)
   int embed_dim = 2048;     // MLFD dense "embed" level size; 0 = none; skipped when == feature dim
   double dropout = 0.0;     // before the head(s)
@@ -36,6 +38,9 @@ struct ModelConfig {
 };
 
 std::vector<std::string> ArchNames();
+// Whether `arch` is a video network (input N x C x T x H x W, 5-D maps): r3d_18, mc3_18,
+// r2plus1d_18.
+bool IsVideoArch(const std::string& arch);
 
 using LevelMap = std::map<std::string, torch::Tensor>;
 
@@ -109,8 +114,9 @@ Net BuildModel(const ModelConfig& config);
 int FoldBatchNorm(torch::nn::Module& net);
 // Whether any BatchNorm of `module` is folded.
 bool HasFoldedNorm(torch::nn::Module& module);
-// Every 4-D parameter (the convolutions' weights) in channels-last order: a convolution's output
-// follows its weight's layout, so the forward pass runs channels-last from the first one on.
+// Every 4-D parameter (the 2-D convolutions' weights) in channels-last order, every 5-D one (the
+// video networks' 3-D convolutions) in channels-last-3d order: a convolution's output follows its
+// weight's layout, so the forward pass runs channels-last from the first one on.
 void ToChannelsLast(torch::nn::Module& net);
 // What the stages do to a network that only runs frozen (evaluate, extract_features, a student's
 // teachers): FoldBatchNorm, then ToChannelsLast. Outputs equal the

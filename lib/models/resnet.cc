@@ -11,7 +11,9 @@ namespace mlfd {
 
 torch::Tensor DropPath(const torch::Tensor& x, double p, bool training) {
   if (!training || p <= 0) return x;
-  torch::Tensor keep = torch::empty({x.size(0), 1, 1, 1}, x.options()).bernoulli_(1 - p);
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);  // N x 1 x 1 x 1 (x 1 for clips)
+  shape[0] = x.size(0);
+  torch::Tensor keep = torch::empty(shape, x.options()).bernoulli_(1 - p);
   return x * keep / (1 - p);
 }
 
@@ -58,6 +60,9 @@ void InitConvBn(torch::nn::Module& root) {
     if (auto* c = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (c->options.bias()) c->bias.zero_();
+    } else if (auto* c3 = m->as<torch::nn::Conv3d>()) {
+      torch::nn::init::kaiming_normal_(c3->weight, 0.0, torch::kFanOut, torch::kReLU);
+      if (c3->options.bias()) c3->bias.zero_();
     } else if (auto* n = m->as<Norm>()) {
       n->weight.fill_(1.0);
       n->bias.zero_();

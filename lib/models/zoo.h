@@ -1,4 +1,5 @@
-// Internal: constructors of the architectures (models/resnet.cc, efficientnet.cc, seresnext.cc),
+// Internal: constructors of the architectures (models/resnet.cc, efficientnet.cc, seresnext.cc,
+// video_resnet.cc),
 // and building blocks shared by them.
 #pragma once
 
@@ -11,6 +12,8 @@
 namespace mlfd {
 
 std::shared_ptr<NetImpl> MakeResNet(const ModelConfig& config);
+// torchvision's video ResNets r3d_18, mc3_18, r2plus1d_18 (input N x C x T x H x W).
+std::shared_ptr<NetImpl> MakeVideoResNet(const ModelConfig& config);
 std::shared_ptr<NetImpl> MakeEfficientNetB0(const ModelConfig& config);
 std::shared_ptr<NetImpl> MakeSEResNeXt26t(const ModelConfig& config);
 
@@ -21,12 +24,12 @@ torch::Tensor DropPath(const torch::Tensor& x, double p, bool training);
 // Channels scaled by the width multiplier (at least 4).
 int Scaled(int channels, double width);
 
-// The backbones' BatchNorm2d: torch::nn::BatchNorm2d's computation (torch::batch_norm, momentum
-// 0.1, eps 1e-5), parameters, buffers and names (weight, bias, running_mean, running_var,
-// num_batches_tracked), and one addition: FoldBatchNorm can fold it into the convolution before
-// it, after which it passes its input through and refuses to run in training mode. (A subclass of
-// torch::nn::BatchNorm2dImpl cannot be linked against LibTorch 1.13: its base's pretty_print is
-// not exported.)
+// The backbones' BatchNorm2d (and, on 5-D input, the video ResNets' BatchNorm3d):
+// torch::nn::BatchNorm2d's computation (torch::batch_norm, momentum 0.1, eps 1e-5), parameters,
+// buffers and names (weight, bias, running_mean, running_var, num_batches_tracked), and one
+// addition: FoldBatchNorm can fold it into the convolution before it, after which it passes its
+// input through and refuses to run in training mode. (A subclass of torch::nn::BatchNorm2dImpl
+// cannot be linked against LibTorch 1.13: its base's pretty_print is not exported.)
 class NormImpl : public torch::nn::Module {
  public:
   explicit NormImpl(int64_t channels);
@@ -38,7 +41,8 @@ class NormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Norm);
 
-// torchvision's init: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1 bias 0.
+// torchvision's init: Kaiming-normal (fan_out, ReLU) convolutions (2-D and 3-D), BN weight 1,
+// bias 0.
 void InitConvBn(torch::nn::Module& m);
 
 // The ResNet family (ResNet, SE-ResNeXt): a stem, an optional max-pool, then layer1..layer4.
