@@ -1,6 +1,6 @@
 // Video clips (action recognition): frame sampling (uniform, every k-th up to a maximum, padding
 // and refusal of short videos), the clip store written by prepare_data from tiny videos written
-// here with cv::VideoWriter (MJPG in .avi, MPEG-4 part 2 in .mp4) and from frame folders, read
+// here with cv::VideoWriter (MJPG in .avi, H.264 in .mp4) and from frame folders, read
 // back with h5py (one clip a chunk) and with ClipStore, bad videos listed, and the layouts of
 // UCF101, HMDB51 and Kinetics-400 read through the shipped data_manifests/*.json.
 #include <catch2/catch.hpp>
@@ -51,7 +51,7 @@ int Level(int v, int i) { return 20 + 12 * i + 3 * v; }
 void WriteVideo(const std::string& path, int frames, int v = 0) {
   fs::create_directories(fs::path(path).parent_path());
   const bool mp4 = fs::path(path).extension() == ".mp4";
-  cv::VideoWriter w(path, mp4 ? cv::VideoWriter::fourcc('m', 'p', '4', 'v') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
+  cv::VideoWriter w(path, mp4 ? cv::VideoWriter::fourcc('a', 'v', 'c', '1') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
                     25.0, cv::Size(32, 24));
   REQUIRE(w.isOpened());
   for (int i = 0; i < frames; ++i) {
