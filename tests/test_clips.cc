@@ -488,6 +488,14 @@ TEST_CASE("kinetics400: class folders of mp4 videos and of frame folders", "[uni
   CHECK(s.FrameIndices(0) == std::vector<int64_t>{0, 2, 4, 6});
   CHECK(s.frame_rates()[0] == Approx(25.0));
   CHECK(s.num_source_frames()[0] == 10);  // decoding stopped at frame 7; the container says 10
+  // Frames kept at the source size are each their own frame (not one reused decoder buffer).
+  ImageSpec keep;
+  keep.size = 0;
+  DecodedClip c = DecodeVideoClip(tmp / "kinetics400/train/zumba/yt3_000010_000020.mp4", keep, Uniform(5));
+  REQUIRE(c.error.empty());
+  CHECK(c.indices == std::vector<int64_t>{1, 3, 5, 7, 9});
+  CHECK(c.frames[0].cols == 32);
+  for (size_t t = 0; t < 5; ++t) CHECK(cv::mean(c.frames[t])[0] == Approx(Level(3, static_cast<int>(c.indices[t]))).margin(4));
   // The frame-folder variant of the same layout.
   for (const auto& cls : classes) {
     for (int k = 0; k < 2; ++k) {

@@ -112,11 +112,13 @@ DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec, cons
     // length), every step-th up to the last one needed for step sampling.
     const int64_t limit = s.mode == ClipSampling::Mode::kStep ? s.FramesNeeded() : INT64_MAX;
     std::vector<cv::Mat> frames;
-    cv::Mat raw;
     int64_t n = 0;
     while (n < limit && cap.grab()) {
       const bool keep = s.mode == ClipSampling::Mode::kUniform || n % s.step == 0;
       if (keep) {
+        // A fresh Mat per frame: retrieve() writes into the Mat it is given, and a frame that needs
+        // no resizing is kept in that very buffer.
+        cv::Mat raw;
         if (!cap.retrieve(raw) || raw.empty()) break;  // a frame that does not decode ends the video
         frames.push_back(ConvertImage(raw, spec, /*is_bgr=*/raw.channels() >= 3));
       } else {
