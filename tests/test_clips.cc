@@ -496,6 +496,19 @@ TEST_CASE("kinetics400: class folders of mp4 videos and of frame folders", "[uni
   CHECK(c.indices == std::vector<int64_t>{1, 3, 5, 7, 9});
   CHECK(c.frames[0].cols == 32);
   for (size_t t = 0; t < 5; ++t) CHECK(cv::mean(c.frames[t])[0] == Approx(Level(3, static_cast<int>(c.indices[t]))).margin(4));
+  // A truncated video whose container promises more frames than decode: the clip is sampled over
+  // the frames that decode (a second pass keeps the right ones).
+  WriteVideo(tmp / "t.avi", 12, 1);
+  const std::string whole = mlfd_test::ReadText(tmp / "t.avi");
+  WriteText(tmp / "cut.avi", whole.substr(0, whole.size() * 9 / 10));
+  cv::VideoCapture cap(tmp / "cut.avi", cv::CAP_FFMPEG);
+  REQUIRE(cap.get(cv::CAP_PROP_FRAME_COUNT) == 12);
+  c = DecodeVideoClip(tmp / "cut.avi", keep, Uniform(4));
+  REQUIRE(c.error.empty());
+  REQUIRE(c.num_source_frames > 4);
+  REQUIRE(c.num_source_frames < 12);
+  CHECK(c.indices == SampleFrameIndices(c.num_source_frames, Uniform(4)));
+  for (size_t t = 0; t < 4; ++t) CHECK(cv::mean(c.frames[t])[0] == Approx(Level(1, static_cast<int>(c.indices[t]))).margin(4));
   // The frame-folder variant of the same layout.
   for (const auto& cls : classes) {
     for (int k = 0; k < 2; ++k) {

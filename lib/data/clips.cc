@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
+#include <map>
+#include <set>
 #include <opencv2/videoio.hpp>
 
 #include "data/prepare.h"
@@ -76,8 +79,8 @@ std::vector<std::string> DefaultVideoExtensions() {
 
 namespace {
 
-// Picks the sampled frames out of the frames of a video, in order.
-void Finish(DecodedClip& c, const std::vector<cv::Mat>& by_index, const ClipSampling& s) {
+// Picks the sampled frames out of the frames kept of a video (by source index), in order.
+void Finish(DecodedClip& c, const std::map<int64_t, cv::Mat>& kept, const ClipSampling& s) {
   c.indices = SampleFrameIndices(c.num_source_frames, s);
   if (c.indices.empty()) {
     c.error = c.num_source_frames == 0
@@ -86,7 +89,40 @@ void Finish(DecodedClip& c, const std::vector<cv::Mat>& by_index, const ClipSamp
     return;
   }
   c.padded = c.num_source_frames < s.FramesNeeded();
-  for (int64_t k : c.indices) c.frames.push_back(by_index[static_cast<size_t>(k)]);
+  for (int64_t k : c.indices) c.frames.push_back(kept.at(k));
+}
+
+bool Contains(const std::map<int64_t, cv::Mat>& kept, const std::vector<int64_t>& indices) {
+  for (int64_t k : indices)
+    if (!kept.count(k)) return false;
+  return true;
+}
+
+// One pass over a video: decodes its frames (up to `limit`), converting and keeping those that
+// `want_of` (given the container's frame count, 0 when it has none) names. Returns the frames
+// decoded, or -1 when the file does not open.
+int64_t DecodePass(const std::string& file, const ImageSpec& spec,
+                   const std::function<std::set<int64_t>(int64_t)>& want_of, int64_t limit,
+                   std::map<int64_t, cv::Mat>* kept, double* frame_rate, int64_t* frame_count) {
+  cv::VideoCapture cap;
+  // FFmpeg only: other backends would read a name with '%' as an image sequence, or try a camera.
+  if (!cap.open(file, cv::CAP_FFMPEG)) return -1;
+  *frame_rate = cap.get(cv::CAP_PROP_FPS);
+  const double count = cap.get(cv::CAP_PROP_FRAME_COUNT);
+  *frame_count = count > 0 && count < 1e12 ? static_cast<int64_t>(count) : 0;
+  const std::set<int64_t> want = want_of(*frame_count);
+  int64_t n = 0;
+  while (n < limit && cap.grab()) {
+    if (want.count(n)) {
+      // A fresh Mat per frame: retrieve() writes into the Mat it is given, and a frame that needs
+      // no resizing is kept in that very buffer.
+      cv::Mat raw;
+      if (!cap.retrieve(raw) || raw.empty()) break;  // a frame that does not decode ends the video
+      (*kept)[n] = ConvertImage(raw, spec, /*is_bgr=*/raw.channels() >= 3);
+    }
+    ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -98,40 +134,41 @@ DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec, cons
     c.error = "an empty file";
     return c;
   }
-  cv::VideoCapture cap;
   try {
-    // FFmpeg only: other backends would read a name with '%' as an image sequence, or try a camera.
-    if (!cap.open(file, cv::CAP_FFMPEG)) {
+    // Every frame up to the last one sampled is decoded, but only the sampled ones are converted
+    // and held (T frames at the stored size, whatever the video's length). Uniform sampling needs
+    // the length first: the container's frame count is taken on trust, and checked by decoding;
+    // when it was wrong, a second pass keeps the frames the decoded length asks for.
+    std::map<int64_t, cv::Mat> kept;
+    int64_t count = 0;
+    const bool step = s.mode == ClipSampling::Mode::kStep;
+    const int64_t limit = step ? s.FramesNeeded() : INT64_MAX;
+    auto sampled = [&](int64_t frames) {
+      std::set<int64_t> want;
+      if (step)
+        for (int64_t k = 0; k < limit; k += s.step) want.insert(k);
+      else
+        for (int64_t k : SampleFrameIndices(frames, s)) want.insert(k);
+      return want;
+    };
+    int64_t n = DecodePass(file, spec, sampled, limit, &kept, &c.frame_rate, &count);
+    if (n < 0) {
       c.error = "cannot be opened as a video";
       return c;
     }
-    c.frame_rate = cap.get(cv::CAP_PROP_FPS);
     if (!(c.frame_rate > 0 && c.frame_rate < 1e6)) c.frame_rate = 0;
-    // Every frame is decoded (the container's frame count is not trusted), but only the ones the
-    // sampling may keep are converted and held: every frame for uniform sampling (which needs the
-    // length), every step-th up to the last one needed for step sampling.
-    const int64_t limit = s.mode == ClipSampling::Mode::kStep ? s.FramesNeeded() : INT64_MAX;
-    std::vector<cv::Mat> frames;
-    int64_t n = 0;
-    while (n < limit && cap.grab()) {
-      const bool keep = s.mode == ClipSampling::Mode::kUniform || n % s.step == 0;
-      if (keep) {
-        // A fresh Mat per frame: retrieve() writes into the Mat it is given, and a frame that needs
-        // no resizing is kept in that very buffer.
-        cv::Mat raw;
-        if (!cap.retrieve(raw) || raw.empty()) break;  // a frame that does not decode ends the video
-        frames.push_back(ConvertImage(raw, spec, /*is_bgr=*/raw.channels() >= 3));
-      } else {
-        frames.emplace_back();
+    c.num_source_frames = n == limit ? std::max(n, count) : n;  // stopped early: the container's length
+    const std::vector<int64_t> need = SampleFrameIndices(c.num_source_frames, s);
+    if (!Contains(kept, need)) {  // the container's frame count was wrong: decode again, knowing n
+      kept.clear();
+      double rate = 0;
+      auto needed = [&](int64_t) { return std::set<int64_t>(need.begin(), need.end()); };
+      if (DecodePass(file, spec, needed, n, &kept, &rate, &count) != n || !Contains(kept, need)) {
+        c.error = "decodes differently on a second pass";
+        return c;
       }
-      ++n;
     }
-    c.num_source_frames = n;
-    if (n == limit) {  // stopped early: the video's length as its container gives it
-      const double count = cap.get(cv::CAP_PROP_FRAME_COUNT);
-      if (count > static_cast<double>(n) && count < 1e12) c.num_source_frames = static_cast<int64_t>(count);
-    }
-    Finish(c, frames, s);
+    Finish(c, kept, s);
   } catch (const cv::Exception& e) {
     c = DecodedClip();
     c.error = Msg("decoder error: ", e.what());
@@ -158,9 +195,9 @@ DecodedClip DecodeFrameFolderClip(const std::string& dir, const ImageSpec& spec,
   std::sort(names.begin(), names.end(), NaturalLess);
   c.num_source_frames = static_cast<int64_t>(names.size());
   std::vector<int64_t> idx = SampleFrameIndices(c.num_source_frames, s);
-  std::vector<cv::Mat> by_index(names.size());
+  std::map<int64_t, cv::Mat> by_index;
   for (int64_t k : idx) {
-    cv::Mat& m = by_index[static_cast<size_t>(k)];
+    cv::Mat& m = by_index[k];
     if (!m.empty()) continue;
     m = LoadAndConvert(dir + "/" + names[static_cast<size_t>(k)], spec);
     if (m.empty()) {
