@@ -40,9 +40,10 @@ int main(int argc, char** argv) {
       j["padded"] = s.num_padded;
     }
     std::cout << j.dump() << std::endl;
-    MLOG(INFO) << "wrote " << out << ": " << s.num_samples << (s.frames > 0 ? " clips, " : " images, ") << s.num_classes
-               << " classes, train/val/test " << s.split_sizes["train"] << "/" << s.split_sizes["val"]
-               << "/" << s.split_sizes["test"];
+    MLOG(INFO) << "wrote " << out << ": " << s.num_samples
+               << (s.frames > 0 ? " clips, " : " images, ") << s.num_classes
+               << " classes, train/val/test " << s.split_sizes["train"] << "/"
+               << s.split_sizes["val"] << "/" << s.split_sizes["test"];
     return 0;
   });
 }

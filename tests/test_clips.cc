@@ -4,7 +4,6 @@
 // back with h5py (one clip a chunk) and with ClipStore, bad videos listed, and the layouts of
 // UCF101, HMDB51 and Kinetics-400 read through the shipped data_manifests/*.json.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
@@ -51,7 +50,9 @@ int Level(int v, int i) { return 20 + 12 * i + 3 * v; }
 void WriteVideo(const std::string& path, int frames, int v = 0) {
   fs::create_directories(fs::path(path).parent_path());
   const bool mp4 = fs::path(path).extension() == ".mp4";
-  cv::VideoWriter w(path, mp4 ? cv::VideoWriter::fourcc('a', 'v', 'c', '1') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
+  cv::VideoWriter w(path,
+                    mp4 ? cv::VideoWriter::fourcc('a', 'v', 'c', '1')
+                        : cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
                     25.0, cv::Size(32, 24));
   REQUIRE(w.isOpened());
   for (int i = 0; i < frames; ++i) {
@@ -91,14 +92,17 @@ std::string ErrorOf(F&& f) {
 }
 
 std::string VideoFolderManifest(const std::string& root, int size) {
-  return Msg(R"({"name": "vids", "classes": "folders", "sources": [{"kind": "video_folder", "root": ")", root,
-             R"("}], "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},)",
-             R"( "image": {"size": )", size, R"(, "channels": 3}})");
+  return Msg(
+      R"({"name": "vids", "classes": "folders", "sources": [{"kind": "video_folder", "root": ")",
+      root,
+      R"("}], "split": {"mode": "stratified", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1},)",
+      R"( "image": {"size": )", size, R"(, "channels": 3}})");
 }
 
 }  // namespace
 
-TEST_CASE("clips: uniform sampling takes segment middles and pads short videos by repeating frames", "[unit][clips]") {
+TEST_CASE("clips: uniform sampling takes segment middles and pads short videos by repeating frames",
+          "[unit][clips]") {
   CHECK(SampleFrameIndices(32, Uniform(4)) == std::vector<int64_t>{4, 12, 20, 28});
   CHECK(SampleFrameIndices(10, Uniform(4)) == std::vector<int64_t>{1, 3, 6, 8});
   CHECK(SampleFrameIndices(4, Uniform(4)) == std::vector<int64_t>{0, 1, 2, 3});
@@ -111,10 +115,12 @@ TEST_CASE("clips: uniform sampling takes segment middles and pads short videos b
   CHECK(SampleFrameIndices(8, Uniform(8, false)) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
   CHECK(SampleFrameIndices(0, Uniform(4)).empty());
   CHECK(Uniform(8).FramesNeeded() == 8);
-  CHECK(Uniform(8, false).ToJson().dump() == R"({"frames":8,"mode":"uniform","short_video":"refuse"})");
+  CHECK(Uniform(8, false).ToJson().dump() ==
+        R"({"frames":8,"mode":"uniform","short_video":"refuse"})");
 }
 
-TEST_CASE("clips: every k-th frame up to a maximum repeats the last one of a short video", "[unit][clips]") {
+TEST_CASE("clips: every k-th frame up to a maximum repeats the last one of a short video",
+          "[unit][clips]") {
   CHECK(Step(3, 4).FramesNeeded() == 10);
   CHECK(SampleFrameIndices(20, Step(3, 4)) == std::vector<int64_t>{0, 3, 6, 9});
   CHECK(SampleFrameIndices(10, Step(3, 4)) == std::vector<int64_t>{0, 3, 6, 9});
@@ -122,18 +128,21 @@ TEST_CASE("clips: every k-th frame up to a maximum repeats the last one of a sho
   CHECK(SampleFrameIndices(1, Step(3, 4)) == std::vector<int64_t>{0, 0, 0, 0});
   CHECK(SampleFrameIndices(9, Step(3, 4, false)).empty());
   CHECK(SampleFrameIndices(5, Step(1, 5, false)) == std::vector<int64_t>{0, 1, 2, 3, 4});
-  CHECK(Step(2, 6).ToJson().dump() == R"({"max_frames":6,"mode":"step","short_video":"pad","step":2})");
+  CHECK(Step(2, 6).ToJson().dump() ==
+        R"({"max_frames":6,"mode":"step","short_video":"pad","step":2})");
   // Frame files in natural order of their names.
-  std::vector<std::string> names{"10.jpg", "2.jpg", "1.jpg", "frame_10.png", "frame_2.png", "frame_01.png", "b.jpg"};
+  std::vector<std::string> names{"10.jpg",      "2.jpg",        "1.jpg", "frame_10.png",
+                                 "frame_2.png", "frame_01.png", "b.jpg"};
   std::sort(names.begin(), names.end(), NaturalLess);
-  CHECK(names == std::vector<std::string>{"1.jpg", "2.jpg", "10.jpg", "b.jpg", "frame_01.png", "frame_2.png",
-                                          "frame_10.png"});
+  CHECK(names == std::vector<std::string>{"1.jpg", "2.jpg", "10.jpg", "b.jpg", "frame_01.png",
+                                          "frame_2.png", "frame_10.png"});
   // Options: one sampling mode, checked before any work.
   PrepareOptions o;
   CHECK(o.Sampling().frames == 16);
   o.frames = 8;
   o.frame_step = 2;
-  CHECK_THROWS_WITH(o.Check(), Catch::Contains("--frames: give --frames (uniform sampling) or --frame-step"));
+  CHECK_THROWS_WITH(o.Check(),
+                    Catch::Contains("--frames: give --frames (uniform sampling) or --frame-step"));
   o.frames = 0;
   CHECK_THROWS_WITH(o.Check(), Catch::Contains("--max-frames: is needed with --frame-step"));
   o.max_frames = 5;
@@ -141,10 +150,13 @@ TEST_CASE("clips: every k-th frame up to a maximum repeats the last one of a sho
   CHECK_THROWS_WITH(o.Check(), Catch::Contains("--short-video: must be pad or refuse"));
   o.short_video = "refuse";
   o.Check();
-  CHECK(o.Sampling().ToJson().dump() == R"({"max_frames":5,"mode":"step","short_video":"refuse","step":2})");
+  CHECK(o.Sampling().ToJson().dump() ==
+        R"({"max_frames":5,"mode":"step","short_video":"refuse","step":2})");
 }
 
-TEST_CASE("prepare_data: videos in class folders give a clip store that h5py reads one clip a chunk", "[stage][clips]") {
+TEST_CASE(
+    "prepare_data: videos in class folders give a clip store that h5py reads one clip a chunk",
+    "[stage][clips]") {
   TempDir tmp;
   const std::vector<std::string> classes{"jump", "run", "clap"};
   for (size_t c = 0; c < classes.size(); ++c)
@@ -170,14 +182,17 @@ TEST_CASE("prepare_data: videos in class folders give a clip store that h5py rea
   CHECK(s.split("train").size() == 9);
   CHECK(s.split("test").size() == 3);
   // ReadIndices in any order equals ReadRows clip by clip.
-  std::vector<uint8_t> two(static_cast<size_t>(2 * s.clip_bytes())), one(static_cast<size_t>(s.clip_bytes()));
+  std::vector<uint8_t> two(static_cast<size_t>(2 * s.clip_bytes())),
+      one(static_cast<size_t>(s.clip_bytes()));
   s.ReadIndices({4, 1}, two.data());
   s.ReadRows(1, 1, one.data());
   CHECK(std::equal(one.begin(), one.end(), two.begin() + s.clip_bytes()));
   // Each store is refused where the other is expected, with one line saying which it is.
-  CHECK_THROWS_WITH(ImageStore::Open(tmp / "s.h5"), Catch::Contains("is a clip store") && Catch::Contains("not an image store"));
+  CHECK_THROWS_WITH(ImageStore::Open(tmp / "s.h5"),
+                    Catch::Contains("is a clip store") && Catch::Contains("not an image store"));
   std::string image_store = mlfd_test::MakeStore(tmp, "imgs", 2, 5, 8, 1, 1);
-  CHECK_THROWS_WITH(ClipStore::Open(image_store), Catch::Contains("is an image store") && Catch::Contains("not a clip store"));
+  CHECK_THROWS_WITH(ClipStore::Open(image_store),
+                    Catch::Contains("is an image store") && Catch::Contains("not a clip store"));
 
   // Independently, with h5py: shape, one clip a chunk, attributes, and every stored frame is the
   // source frame frame_indices names (MJPG is lossy: within a few grey levels).
@@ -223,12 +238,15 @@ print('ok')
   CHECK(py.out == "ok\n");
 }
 
-TEST_CASE("prepare_data: unreadable empty and short videos are listed and fail the run unless --skip-bad", "[stage][clips]") {
+TEST_CASE(
+    "prepare_data: unreadable empty and short videos are listed and fail the run unless --skip-bad",
+    "[stage][clips]") {
   TempDir tmp;
   for (const char* cls : {"a", "b"})
     for (int k = 0; k < 5; ++k) WriteVideo(Msg(tmp / "vids/", cls, "/v", k, ".avi"), 6, k);
   WriteText(tmp / "vids/a/empty.avi", "");
-  for (int k = 0; k < 21; ++k) WriteText(Msg(tmp / "vids/b/broken", k, ".mp4"), "not a video at all");
+  for (int k = 0; k < 21; ++k)
+    WriteText(Msg(tmp / "vids/b/broken", k, ".mp4"), "not a video at all");
   WriteVideo(tmp / "vids/a/short.avi", 2);
   WriteText(tmp / "m.json", VideoFolderManifest(tmp / "vids", 8));
   auto run = [&](const std::string& args) {
@@ -243,12 +261,14 @@ TEST_CASE("prepare_data: unreadable empty and short videos are listed and fail t
     auto r = run("--frames 4 --short-video refuse");
     INFO(r.err);
     CHECK(r.exit_code == 1);
-    CHECK(r.err.find("prepare_data: error: vids: 23 video(s) could not be read (use --skip-bad") == 0);
+    CHECK(r.err.find("prepare_data: error: vids: 23 video(s) could not be read (use --skip-bad") ==
+          0);
     CHECK(r.err.find("a/empty.avi (an empty file)") != std::string::npos);
     CHECK(r.err.find("b/broken0.mp4 (cannot be opened as a video)") != std::string::npos);
-    CHECK(r.err.find("a/short.avi (2 frame(s), 4 needed (--short-video refuse))") != std::string::npos);
+    CHECK(r.err.find("a/short.avi (2 frame(s), 4 needed (--short-video refuse))") !=
+          std::string::npos);
     CHECK(r.err.find("... and 3 more") != std::string::npos);  // the first 20 and a count
-    CHECK(r.err.find(" @ 0x") == std::string::npos);             // no FFmpeg chatter
+    CHECK(r.err.find(" @ 0x") == std::string::npos);           // no FFmpeg chatter
     no_output();
   }
   {
@@ -277,25 +297,33 @@ TEST_CASE("prepare_data: unreadable empty and short videos are listed and fail t
   {  // sampling options: one mode, and only for videos (usage errors, exit 2)
     auto r = run("--frames 4 --frame-step 2");
     CHECK(r.exit_code == 2);
-    CHECK(r.err.find("--frames: give --frames (uniform sampling) or --frame-step") != std::string::npos);
+    CHECK(r.err.find("--frames: give --frames (uniform sampling) or --frame-step") !=
+          std::string::npos);
     r = run("--split-id 2");
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("--split-id applies to ucf101 and hmdb51 sources") != std::string::npos);
     cv::imwrite(tmp / "imgs/x/0.png", cv::Mat(4, 4, CV_8UC1, cv::Scalar(1)));
-    WriteText(tmp / "img.json", Msg(R"({"name": "i", "classes": "folders", "sources": [{"kind": "folder", "root": ")",
-                                    tmp / "imgs", R"("}], "split": {"mode": "stratified", "fractions": {"train": 1, "test": 0}},)",
-                                    R"( "image": {"channels": 1}})"));
+    WriteText(tmp / "img.json",
+              Msg(R"({"name": "i", "classes": "folders", "sources": [{"kind": "folder", "root": ")",
+                  tmp / "imgs",
+                  R"("}], "split": {"mode": "stratified", "fractions": {"train": 1, "test": 0}},)",
+                  R"( "image": {"channels": 1}})"));
     r = RunTool("prepare_data", "-v 0 --frames 4 " + (tmp / "img.json") + " " + (tmp / "out.h5"));
     CHECK(r.exit_code == 2);
-    CHECK(r.err.find("--frames, --frame-step, --max-frames and --short-video apply to video sources") !=
+    CHECK(r.err.find(
+              "--frames, --frame-step, --max-frames and --short-video apply to video sources") !=
           std::string::npos);
     no_output();
   }
   // A manifest mixing images and videos is refused, naming the key.
-  WriteText(tmp / "mix.json", Msg(R"({"name": "x", "classes": "folders", "sources": [{"kind": "folder", "root": "a"},)",
-                                  R"( {"kind": "video_folder", "root": "b"}], "image": {"channels": 3}})"));
-  CHECK_THROWS_WITH(LoadManifest(tmp / "mix.json"),
-                    Catch::Contains("sources[1].kind: 'video_folder' cannot be mixed with sources[0]'s 'folder'"));
+  WriteText(
+      tmp / "mix.json",
+      Msg(R"({"name": "x", "classes": "folders", "sources": [{"kind": "folder", "root": "a"},)",
+          R"( {"kind": "video_folder", "root": "b"}], "image": {"channels": 3}})"));
+  CHECK_THROWS_WITH(
+      LoadManifest(tmp / "mix.json"),
+      Catch::Contains(
+          "sources[1].kind: 'video_folder' cannot be mixed with sources[0]'s 'folder'"));
 }
 
 TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[unit][clips]") {
@@ -307,14 +335,17 @@ TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[un
       fs::create_directories(dir);
       for (int i = 0; i < (v == 2 ? 5 : 12); ++i) {
         int l = Level(v, i);
-        REQUIRE(cv::imwrite(Msg(dir, "/", i + 1, ".png"), cv::Mat(6, 6, CV_8UC3, cv::Scalar(l, l, l))));
+        REQUIRE(
+            cv::imwrite(Msg(dir, "/", i + 1, ".png"), cv::Mat(6, 6, CV_8UC3, cv::Scalar(l, l, l))));
       }
     }
   fs::create_directories(tmp / "frames/sit/clip_empty");
-  WriteText(tmp / "m.json", Msg(R"({"name": "fr", "classes": "folders", "sources": [{"kind": "frame_folder", "root": ")",
-                                tmp / "frames", R"(", "frame_rate": 12.5}],)",
-                                R"( "split": {"mode": "stratified", "fractions": {"train": 0.5, "test": 0.5}},)",
-                                R"( "image": {"size": 4, "channels": 1}})"));
+  WriteText(
+      tmp / "m.json",
+      Msg(R"({"name": "fr", "classes": "folders", "sources": [{"kind": "frame_folder", "root": ")",
+          tmp / "frames", R"(", "frame_rate": 12.5}],)",
+          R"( "split": {"mode": "stratified", "fractions": {"train": 0.5, "test": 0.5}},)",
+          R"( "image": {"size": 4, "channels": 1}})"));
   PrepareOptions o;
   o.data_root = "";
   o.frame_step = 3;
@@ -322,7 +353,8 @@ TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[un
   o.Check();
   // The empty folder is a video without frames: listed, and the run fails without --skip-bad.
   CHECK_THAT(ErrorOf([&] { PrepareData(tmp / "m.json", tmp / "s.h5", o, Provenance{}, 2); }),
-             Catch::Contains("1 video(s) could not be read") && Catch::Contains("clip_empty (no frame images)"));
+             Catch::Contains("1 video(s) could not be read") &&
+                 Catch::Contains("clip_empty (no frame images)"));
   o.skip_bad = true;
   auto sum = PrepareData(tmp / "m.json", tmp / "s.h5", o, Provenance{}, 2);
   CHECK(sum.num_samples == 6);
@@ -333,19 +365,23 @@ TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[un
   std::vector<uint8_t> clip(static_cast<size_t>(s.clip_bytes()));
   for (int64_t row = 0; row < s.size(); ++row) {
     int v = sources[static_cast<size_t>(row)].back() - '0';
-    std::vector<int64_t> want = v == 2 ? std::vector<int64_t>{0, 3, 3, 3} : std::vector<int64_t>{0, 3, 6, 9};
+    std::vector<int64_t> want =
+        v == 2 ? std::vector<int64_t>{0, 3, 3, 3} : std::vector<int64_t>{0, 3, 6, 9};
     CHECK(s.FrameIndices(row) == want);
     CHECK(s.frame_rates()[static_cast<size_t>(row)] == 12.5);
     CHECK(s.num_source_frames()[static_cast<size_t>(row)] == (v == 2 ? 5 : 12));
     s.ReadRows(row, 1, clip.data());
-    for (int t = 0; t < 4; ++t) CHECK(clip[static_cast<size_t>(t * s.frame_bytes())] == Level(v, static_cast<int>(want[static_cast<size_t>(t)])));
+    for (int t = 0; t < 4; ++t)
+      CHECK(clip[static_cast<size_t>(t * s.frame_bytes())] ==
+            Level(v, static_cast<int>(want[static_cast<size_t>(t)])));
   }
 }
 
 namespace {
 
-// UCF101 after extraction: ucf101/UCF-101/<Class>/v_<Class>_gXX_cYY.avi and ucf101/ucfTrainTestlist/.
-// Groups 1..6, two clips each; split k tests groups 2k-1 and 2k (the real lists test 7 of 25 groups).
+// UCF101 after extraction: ucf101/UCF-101/<Class>/v_<Class>_gXX_cYY.avi and
+// ucf101/ucfTrainTestlist/. Groups 1..6, two clips each; split k tests groups 2k-1 and 2k (the real
+// lists test 7 of 25 groups).
 void WriteUcfTree(const std::string& root, const std::vector<std::string>& classes, bool videos) {
   fs::create_directories(root + "/ucfTrainTestlist");
   std::string class_ind;
@@ -357,16 +393,20 @@ void WriteUcfTree(const std::string& root, const std::vector<std::string>& class
       for (int g = 1; g <= 6; ++g)
         for (int clip = 1; clip <= 2; ++clip) {
           char name[128];
-          std::snprintf(name, sizeof(name), "%s/v_%s_g%02d_c%02d.avi", classes[c].c_str(), classes[c].c_str(), g, clip);
+          std::snprintf(name, sizeof(name), "%s/v_%s_g%02d_c%02d.avi", classes[c].c_str(),
+                        classes[c].c_str(), g, clip);
           if (k == 1) {
-            if (videos) WriteVideo(root + "/UCF-101/" + name, 8, g);
+            if (videos)
+              WriteVideo(root + "/UCF-101/" + name, 8, g);
             else {
               fs::create_directories(fs::path(root + "/UCF-101/" + name).parent_path());
               WriteText(root + "/UCF-101/" + name, "");
             }
           }
-          if (g == 2 * k - 1 || g == 2 * k) test += Msg(name, "\r\n");
-          else train += Msg(name, " ", c + 1, "\r\n");
+          if (g == 2 * k - 1 || g == 2 * k)
+            test += Msg(name, "\r\n");
+          else
+            train += Msg(name, " ", c + 1, "\r\n");
         }
     WriteText(Msg(root, "/ucfTrainTestlist/trainlist0", k, ".txt"), train);
     WriteText(Msg(root, "/ucfTrainTestlist/testlist0", k, ".txt"), test);
@@ -391,7 +431,8 @@ TEST_CASE("ucf101: the official lists choose split 1 2 or 3 of a synthetic tree"
   m.sources[0].spec["split_id"] = 3;
   samples = ReadSources(m, tmp.path());
   for (const auto& s : samples)
-    CHECK((s.split == "test") == (s.file.find("_g05_") != std::string::npos || s.file.find("_g06_") != std::string::npos));
+    CHECK((s.split == "test") ==
+          (s.file.find("_g05_") != std::string::npos || s.file.find("_g06_") != std::string::npos));
   // Frame folders of the same layout: the path without .avi.
   m.sources[0].spec["layout"] = "frames";
   samples = ReadSources(m, tmp.path());
@@ -401,9 +442,11 @@ TEST_CASE("ucf101: the official lists choose split 1 2 or 3 of a synthetic tree"
   WriteText(tmp / "ucf101/ucfTrainTestlist/trainlist02.txt", "YoYo/v_YoYo_g01_c01.avi 2\n");
   m.sources[0].spec["split_id"] = 2;
   CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }),
-             Catch::Contains("trainlist02.txt:1: class index 2 but") && Catch::Contains("gives 'YoYo' index 3"));
+             Catch::Contains("trainlist02.txt:1: class index 2 but") &&
+                 Catch::Contains("gives 'YoYo' index 3"));
   m.sources[0].spec["split_id"] = 4;
-  CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }), Catch::Contains("sources[0].split_id: must be 1, 2 or 3"));
+  CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }),
+             Catch::Contains("sources[0].split_id: must be 1, 2 or 3"));
 
   // End to end on real (tiny) videos, split 2 chosen on the command line's option.
   TempDir tmp2;
@@ -432,15 +475,18 @@ TEST_CASE("hmdb51: split files with 0 1 2 marks choose train and test videos", "
   TempDir tmp;
   const std::vector<std::string> classes{"brush_hair", "cartwheel", "wave"};
   fs::create_directories(tmp / "hmdb51/testTrainMulti_7030_splits");
-  // Per class 6 videos; in split k, video j is 1 (train) for j < 3, 2 (test) for j == 3 + (k - 1) % 3... and 0
-  // otherwise: 3 train, 1 test, 2 unused.
+  // Per class 6 videos; in split k, video j is 1 (train) for j < 3, 2 (test) for j == 3 + (k - 1)
+  // % 3... and 0 otherwise: 3 train, 1 test, 2 unused.
   for (const auto& cls : classes) {
     fs::create_directories(tmp / "hmdb51/videos/" + cls);
-    for (int j = 0; j < 6; ++j) WriteText(Msg(tmp / "hmdb51/videos/", cls, "/", cls, "_clip", j, ".avi"), "");
+    for (int j = 0; j < 6; ++j)
+      WriteText(Msg(tmp / "hmdb51/videos/", cls, "/", cls, "_clip", j, ".avi"), "");
     for (int k = 1; k <= 3; ++k) {
       std::string text;
-      for (int j = 0; j < 6; ++j) text += Msg(cls, "_clip", j, ".avi ", j < 3 ? 1 : j == 2 + k ? 2 : 0, " \n");
-      WriteText(Msg(tmp / "hmdb51/testTrainMulti_7030_splits/", cls, "_test_split", k, ".txt"), text);
+      for (int j = 0; j < 6; ++j)
+        text += Msg(cls, "_clip", j, ".avi ", j < 3 ? 1 : j == 2 + k ? 2 : 0, " \n");
+      WriteText(Msg(tmp / "hmdb51/testTrainMulti_7030_splits/", cls, "_test_split", k, ".txt"),
+                text);
     }
   }
   Manifest m = LoadManifest(ShippedManifest("hmdb51"));
@@ -456,19 +502,22 @@ TEST_CASE("hmdb51: split files with 0 1 2 marks choose train and test videos", "
   for (const auto& s : ReadSources(m, tmp.path()))
     if (s.split == "test") CHECK(s.file.find("_clip5.avi") != std::string::npos);
   // A mark other than 0, 1, 2 names the file and line; a folder without split files is refused.
-  WriteText(tmp / "hmdb51/testTrainMulti_7030_splits/wave_test_split3.txt", "wave_clip0.avi 1\nwave_clip1.avi 7\n");
+  WriteText(tmp / "hmdb51/testTrainMulti_7030_splits/wave_test_split3.txt",
+            "wave_clip0.avi 1\nwave_clip1.avi 7\n");
   CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }),
              Catch::Contains("wave_test_split3.txt:2: expected \"<video>.avi <0|1|2>\""));
   fs::remove_all(tmp / "hmdb51/testTrainMulti_7030_splits");
   fs::create_directories(tmp / "hmdb51/testTrainMulti_7030_splits");
-  CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }), Catch::Contains("has no <class>_test_split3.txt files"));
+  CHECK_THAT(ErrorOf([&] { ReadSources(m, tmp.path()); }),
+             Catch::Contains("has no <class>_test_split3.txt files"));
 }
 
 TEST_CASE("kinetics400: class folders of mp4 videos and of frame folders", "[unit][clips]") {
   TempDir tmp;
   const std::vector<std::string> classes{"abseiling", "air drumming", "zumba"};
   for (const auto& cls : classes) {
-    for (int k = 0; k < 10; ++k) WriteVideo(Msg(tmp / "kinetics400/train/", cls, "/yt", k, "_000010_000020.mp4"), 10, k);
+    for (int k = 0; k < 10; ++k)
+      WriteVideo(Msg(tmp / "kinetics400/train/", cls, "/yt", k, "_000010_000020.mp4"), 10, k);
     WriteVideo(Msg(tmp / "kinetics400/val/", cls, "/ytv_000001_000011.mp4"), 10, 5);
   }
   Manifest m = LoadManifest(ShippedManifest("kinetics400"));
@@ -491,11 +540,13 @@ TEST_CASE("kinetics400: class folders of mp4 videos and of frame folders", "[uni
   // Frames kept at the source size are each their own frame (not one reused decoder buffer).
   ImageSpec keep;
   keep.size = 0;
-  DecodedClip c = DecodeVideoClip(tmp / "kinetics400/train/zumba/yt3_000010_000020.mp4", keep, Uniform(5));
+  DecodedClip c =
+      DecodeVideoClip(tmp / "kinetics400/train/zumba/yt3_000010_000020.mp4", keep, Uniform(5));
   REQUIRE(c.error.empty());
   CHECK(c.indices == std::vector<int64_t>{1, 3, 5, 7, 9});
   CHECK(c.frames[0].cols == 32);
-  for (size_t t = 0; t < 5; ++t) CHECK(cv::mean(c.frames[t])[0] == Approx(Level(3, static_cast<int>(c.indices[t]))).margin(4));
+  for (size_t t = 0; t < 5; ++t)
+    CHECK(cv::mean(c.frames[t])[0] == Approx(Level(3, static_cast<int>(c.indices[t]))).margin(4));
   // A truncated video whose container promises more frames than decode: the clip is sampled over
   // the frames that decode (a second pass keeps the right ones).
   WriteVideo(tmp / "t.avi", 12, 1);
@@ -508,7 +559,8 @@ TEST_CASE("kinetics400: class folders of mp4 videos and of frame folders", "[uni
   REQUIRE(c.num_source_frames > 4);
   REQUIRE(c.num_source_frames < 12);
   CHECK(c.indices == SampleFrameIndices(c.num_source_frames, Uniform(4)));
-  for (size_t t = 0; t < 4; ++t) CHECK(cv::mean(c.frames[t])[0] == Approx(Level(1, static_cast<int>(c.indices[t]))).margin(4));
+  for (size_t t = 0; t < 4; ++t)
+    CHECK(cv::mean(c.frames[t])[0] == Approx(Level(1, static_cast<int>(c.indices[t]))).margin(4));
   // The frame-folder variant of the same layout.
   for (const auto& cls : classes) {
     for (int k = 0; k < 2; ++k) {

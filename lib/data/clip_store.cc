@@ -18,7 +18,8 @@ ClipStore ClipStore::Open(const std::string& path) {
   const h5::File& f = *s.file_;
   const std::string format = f.HasAttr("/", "format") ? f.GetStringAttr("/", "format") : "";
   if (format == kImageStoreFormat)
-    throw Error(Msg(path, ": is an image store (one image per sample), not a clip store; this needs ",
+    throw Error(Msg(path,
+                    ": is an image store (one image per sample), not a clip store; this needs ",
                     "a clip store (prepare_data with a video manifest, docs/datasets.md)"));
   if (format != kClipStoreFormat)
     throw Error(Msg(path, ": not a clip store (no format=\"", kClipStoreFormat,
@@ -30,11 +31,13 @@ ClipStore ClipStore::Open(const std::string& path) {
   s.name_ = f.GetStringAttr("/", "name");
   h5::DatasetInfo info = f.Info("clips");
   if (info.dtype != h5::DType::kUInt8 || info.shape.size() != 5)
-    throw Error(Msg(path, ":/clips: expected uint8 N x T x H x W x C, found ", h5::DTypeName(info.dtype),
-                    " ", h5::ShapeStr(info.shape)));
+    throw Error(Msg(path, ":/clips: expected uint8 N x T x H x W x C, found ",
+                    h5::DTypeName(info.dtype), " ", h5::ShapeStr(info.shape)));
   if (info.shape[1] < 1 || info.shape[1] > 4096 || info.shape[2] < 1 || info.shape[3] < 1 ||
-      info.shape[4] < 1 || info.shape[2] > (1 << 16) || info.shape[3] > (1 << 16) || info.shape[4] > 4096)
-    throw Error(Msg(path, ":/clips: expected N x T x H x W x C with T in 1..4096, H, W in 1..65536 and ",
+      info.shape[4] < 1 || info.shape[2] > (1 << 16) || info.shape[3] > (1 << 16) ||
+      info.shape[4] > 4096)
+    throw Error(Msg(path,
+                    ":/clips: expected N x T x H x W x C with T in 1..4096, H, W in 1..65536 and ",
                     "C in 1..4096, found ", h5::ShapeStr(info.shape)));
   s.n_ = info.shape[0];
   s.t_ = static_cast<int>(info.shape[1]);
@@ -42,8 +45,8 @@ ClipStore ClipStore::Open(const std::string& path) {
   s.w_ = static_cast<int>(info.shape[3]);
   s.c_ = static_cast<int>(info.shape[4]);
   if (f.GetIntAttr("/", "frames") != s.t_)
-    throw Error(Msg(path, ": attribute frames = ", f.GetIntAttr("/", "frames"), " but /clips holds ", s.t_,
-                    " frames per clip"));
+    throw Error(Msg(path, ": attribute frames = ", f.GetIntAttr("/", "frames"),
+                    " but /clips holds ", s.t_, " frames per clip"));
   StoreMeta meta = ReadStoreMeta(f, path, s.n_, s.c_, "clips");
   s.classes_ = std::move(meta.classes);
   s.labels_ = std::move(meta.labels);
@@ -55,10 +58,12 @@ ClipStore ClipStore::Open(const std::string& path) {
   if (static_cast<int64_t>(s.frame_rates_.size()) != s.n_)
     throw Error(Msg(path, ":/frame_rate: ", s.frame_rates_.size(), " values for ", s.n_, " clips"));
   if (static_cast<int64_t>(s.num_source_frames_.size()) != s.n_)
-    throw Error(Msg(path, ":/num_source_frames: ", s.num_source_frames_.size(), " values for ", s.n_, " clips"));
+    throw Error(Msg(path, ":/num_source_frames: ", s.num_source_frames_.size(), " values for ",
+                    s.n_, " clips"));
   h5::DatasetInfo fi = f.Info("frame_indices");
   if (fi.shape != h5::Shape{s.n_, s.t_})
-    throw Error(Msg(path, ":/frame_indices: expected ", s.n_, " x ", s.t_, ", found ", h5::ShapeStr(fi.shape)));
+    throw Error(Msg(path, ":/frame_indices: expected ", s.n_, " x ", s.t_, ", found ",
+                    h5::ShapeStr(fi.shape)));
   return s;
 }
 
@@ -98,13 +103,15 @@ void ClipStore::ReadIndices(const std::vector<int64_t>& indices, uint8_t* out) c
   std::vector<uint8_t> got(rows.size() * bytes);
   file_->ReadRowList("clips", rows, got.data(), h5::DType::kUInt8);
   for (size_t i = 0; i < indices.size(); ++i) {
-    size_t k = static_cast<size_t>(std::lower_bound(rows.begin(), rows.end(), indices[i]) - rows.begin());
+    size_t k =
+        static_cast<size_t>(std::lower_bound(rows.begin(), rows.end(), indices[i]) - rows.begin());
     std::memcpy(out + i * bytes, got.data() + k * bytes, bytes);
   }
 }
 
 std::vector<int64_t> ClipStore::FrameIndices(int64_t row) const {
-  if (row < 0 || row >= n_) throw Error(Msg(path_, ":/frame_indices: row ", row, " is outside 0..", n_ - 1));
+  if (row < 0 || row >= n_)
+    throw Error(Msg(path_, ":/frame_indices: row ", row, " is outside 0..", n_ - 1));
   std::vector<int64_t> out(static_cast<size_t>(t_));
   file_->ReadRows("frame_indices", row, 1, out.data(), h5::DType::kInt64);
   return out;

@@ -8,8 +8,8 @@
 #include <cctype>
 #include <functional>
 #include <map>
-#include <set>
 #include <opencv2/videoio.hpp>
+#include <set>
 
 #include "data/prepare.h"
 #include "data/source_readers.h"
@@ -56,7 +56,8 @@ bool NaturalLess(const std::string& a, const std::string& b) {
       size_t i0 = i, j0 = j;
       while (i < a.size() && digit(a[i])) ++i;
       while (j < b.size() && digit(b[j])) ++j;
-      // Compare the runs as numbers without converting: skip leading zeros, then length, then digits.
+      // Compare the runs as numbers without converting: skip leading zeros, then length, then
+      // digits.
       size_t ia = i0, jb = j0;
       while (ia + 1 < i && a[ia] == '0') ++ia;
       while (jb + 1 < j && b[jb] == '0') ++jb;
@@ -74,7 +75,8 @@ bool NaturalLess(const std::string& a, const std::string& b) {
 }
 
 std::vector<std::string> DefaultVideoExtensions() {
-  return {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"};
+  return {".avi", ".mp4",  ".mkv", ".webm", ".mov", ".m4v",
+          ".mpg", ".mpeg", ".flv", ".wmv",  ".3gp", ".ogv"};
 }
 
 namespace {
@@ -83,9 +85,9 @@ namespace {
 void Finish(DecodedClip& c, const std::map<int64_t, cv::Mat>& kept, const ClipSampling& s) {
   c.indices = SampleFrameIndices(c.num_source_frames, s);
   if (c.indices.empty()) {
-    c.error = c.num_source_frames == 0
-                  ? "no frames"
-                  : Msg(c.num_source_frames, " frame(s), ", s.FramesNeeded(), " needed (--short-video refuse)");
+    c.error = c.num_source_frames == 0 ? "no frames"
+                                       : Msg(c.num_source_frames, " frame(s), ", s.FramesNeeded(),
+                                             " needed (--short-video refuse)");
     return;
   }
   c.padded = c.num_source_frames < s.FramesNeeded();
@@ -157,7 +159,8 @@ DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec, cons
       return c;
     }
     if (!(c.frame_rate > 0 && c.frame_rate < 1e6)) c.frame_rate = 0;
-    c.num_source_frames = n == limit ? std::max(n, count) : n;  // stopped early: the container's length
+    c.num_source_frames =
+        n == limit ? std::max(n, count) : n;  // stopped early: the container's length
     const std::vector<int64_t> need = SampleFrameIndices(c.num_source_frames, s);
     if (!Contains(kept, need)) {  // the container's frame count was wrong: decode again, knowing n
       kept.clear();
@@ -176,8 +179,8 @@ DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec, cons
   return c;
 }
 
-DecodedClip DecodeFrameFolderClip(const std::string& dir, const ImageSpec& spec, const ClipSampling& s,
-                                  double frame_rate) {
+DecodedClip DecodeFrameFolderClip(const std::string& dir, const ImageSpec& spec,
+                                  const ClipSampling& s, double frame_rate) {
   DecodedClip c;
   c.frame_rate = frame_rate;
   std::vector<std::string> names;

@@ -17,9 +17,9 @@ namespace mlfd {
 struct ClipSampling {
   enum class Mode { kUniform, kStep };
   Mode mode = Mode::kUniform;
-  int frames = 16;   // T: frames stored per clip (kStep: the maximum, --max-frames)
-  int step = 1;      // kStep: every step-th frame, from the first
-  bool pad = true;   // a video with fewer frames than needed: repeat frames (true) or refuse it
+  int frames = 16;  // T: frames stored per clip (kStep: the maximum, --max-frames)
+  int step = 1;     // kStep: every step-th frame, from the first
+  bool pad = true;  // a video with fewer frames than needed: repeat frames (true) or refuse it
 
   // Frames a video needs so that nothing is repeated: T (uniform) or (T - 1) * step + 1 (step).
   int64_t FramesNeeded() const;
@@ -42,19 +42,20 @@ std::vector<int64_t> SampleFrameIndices(int64_t num_frames, const ClipSampling& 
 bool NaturalLess(const std::string& a, const std::string& b);
 
 struct DecodedClip {
-  std::vector<cv::Mat> frames;   // T frames, stored size and channels (RGB or gray), continuous
-  std::vector<int64_t> indices;  // the source frame of each
+  std::vector<cv::Mat> frames;    // T frames, stored size and channels (RGB or gray), continuous
+  std::vector<int64_t> indices;   // the source frame of each
   int64_t num_source_frames = 0;  // the video's length (frames decoded; when step sampling stops
                                   // decoding early, the container's frame count if larger)
-  double frame_rate = 0;         // frames per second; 0 when unknown
-  bool padded = false;           // some frames repeated because the video is short
-  std::string error;             // why no clip could be made ("" when frames holds one)
+  double frame_rate = 0;          // frames per second; 0 when unknown
+  bool padded = false;            // some frames repeated because the video is short
+  std::string error;              // why no clip could be made ("" when frames holds one)
 };
 
 // Decodes a video file once (FFmpeg through cv::VideoCapture), converting each frame it may need
 // to the stored format (ConvertImage), and samples the clip. Errors (cannot be opened, no frames,
 // too short to refuse) are returned in `error`, not thrown, so prepare_data can list them all.
-DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec, const ClipSampling& sampling);
+DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec,
+                            const ClipSampling& sampling);
 // A folder of frame images (any image extension, in natural order of their names): samples the
 // clip and decodes only the frames it keeps. `frame_rate` is recorded as given (0 = unknown).
 DecodedClip DecodeFrameFolderClip(const std::string& dir, const ImageSpec& spec,

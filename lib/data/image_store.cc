@@ -20,7 +20,8 @@ ImageStore ImageStore::Open(const std::string& path) {
   const h5::File& f = *s.file_;
   const std::string format = f.HasAttr("/", "format") ? f.GetStringAttr("/", "format") : "";
   if (format == kClipStoreFormat)
-    throw Error(Msg(path, ": is a clip store (videos, several frames per sample), not an image store; ",
+    throw Error(Msg(path,
+                    ": is a clip store (videos, several frames per sample), not an image store; ",
                     "this stage reads image stores (prepare_data with an image manifest)"));
   if (format != kImageStoreFormat)
     throw Error(Msg(path, ": not an image store (no format=\"", kImageStoreFormat,
@@ -61,8 +62,8 @@ StoreMeta ReadStoreMeta(const h5::File& f, const std::string& path, int64_t rows
     throw Error(Msg(path, ":/labels: ", m.labels.size(), " labels for ", rows, " ", what));
   for (size_t i = 0; i < m.labels.size(); ++i)
     if (m.labels[i] < 0 || m.labels[i] >= static_cast<int64_t>(m.classes.size()))
-      throw Error(Msg(path, ":/labels[", i, "] = ", m.labels[i], " is outside 0..",
-                      m.classes.size() - 1));
+      throw Error(
+          Msg(path, ":/labels[", i, "] = ", m.labels[i], " is outside 0..", m.classes.size() - 1));
   m.mean = f.GetDoublesAttr("/", "mean");
   m.std = f.GetDoublesAttr("/", "std");
   if (static_cast<int>(m.mean.size()) != channels || static_cast<int>(m.std.size()) != channels)
@@ -70,7 +71,8 @@ StoreMeta ReadStoreMeta(const h5::File& f, const std::string& path, int64_t rows
   for (const auto& name : f.List("splits")) {
     auto idx = f.ReadVector<int64_t>("splits/" + name);
     for (auto i : idx)
-      if (i < 0 || i >= rows) throw Error(Msg(path, ":/splits/", name, ": index ", i, " out of range"));
+      if (i < 0 || i >= rows)
+        throw Error(Msg(path, ":/splits/", name, ": index ", i, " out of range"));
     m.splits[name] = std::move(idx);
   }
   return m;

@@ -9,8 +9,8 @@
 namespace mlfd {
 
 std::vector<std::string> SourceKinds() {
-  return {"folder", "list",         "idx",    "mnist_json", "cifar_binary", "cub200",
-          "flowers102", "video_folder", "frame_folder", "ucf101", "hmdb51"};
+  return {"folder",     "list",         "idx",          "mnist_json", "cifar_binary", "cub200",
+          "flowers102", "video_folder", "frame_folder", "ucf101",     "hmdb51"};
 }
 
 bool IsVideoSourceKind(const std::string& kind) {

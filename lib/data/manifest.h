@@ -62,15 +62,15 @@ Manifest LoadManifest(const std::string& path);
 
 // One sample as a source lists it, before decoding.
 struct RawSample {
-  std::string file;      // image file to decode (a video: its file or frame folder); empty when
-                         // `pixels` holds the image
-  std::string media;     // "" = an image; "video" = a video file; "frames" = a folder of frames
-  double frame_rate = 0; // frame folders: the rate the manifest gives (0 = unknown)
-  cv::Mat pixels;        // already-decoded 8-bit image (idx, JSON digits, CIFAR)
-  int64_t label = -1;    // class index, or -1 when `label_name` names the class
+  std::string file;       // image file to decode (a video: its file or frame folder); empty when
+                          // `pixels` holds the image
+  std::string media;      // "" = an image; "video" = a video file; "frames" = a folder of frames
+  double frame_rate = 0;  // frame folders: the rate the manifest gives (0 = unknown)
+  cv::Mat pixels;         // already-decoded 8-bit image (idx, JSON digits, CIFAR)
+  int64_t label = -1;     // class index, or -1 when `label_name` names the class
   std::string label_name;
-  std::string split;     // train | val | test, or empty when the split mode assigns it
-  std::string origin;    // where it came from, for messages and the store's /sources
+  std::string split;      // train | val | test, or empty when the split mode assigns it
+  std::string origin;     // where it came from, for messages and the store's /sources
 };
 
 struct SourceContext {

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -23,11 +23,11 @@
 #include "data/image_store.h"
 #include "data/source_readers.h"
 #include "io/h5.h"
-#include "util/file_roles.h"
-#include "util/options.h"
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/json_view.h"
 #include "util/log.h"
+#include "util/options.h"
 #include "util/parallel.h"
 #include "util/progress.h"
 #include "util/provenance.h"
@@ -38,32 +38,41 @@ namespace mlfd {
 namespace po = boost::program_options;
 
 void PrepareOptions::Register(po::options_description& d, const std::string& prefix) {
-  d.add_options()((prefix + "data-root").c_str(), po::value<std::string>(&data_root)->default_value(data_root),
+  d.add_options()((prefix + "data-root").c_str(),
+                  po::value<std::string>(&data_root)->default_value(data_root),
                   "directory that relative paths in the manifest resolve against")(
-      (prefix + "skip-bad").c_str(), po::value<bool>(&skip_bad)->default_value(skip_bad)->implicit_value(true),
+      (prefix + "skip-bad").c_str(),
+      po::value<bool>(&skip_bad)->default_value(skip_bad)->implicit_value(true),
       "skip unreadable images (counted and listed in the store) instead of failing")(
       (prefix + "gzip").c_str(), po::value<int>(&gzip)->default_value(gzip),
       "gzip level for the stored images (0 = none, 1..9)")(
       (prefix + "block").c_str(), po::value<int64_t>(&block)->default_value(block),
       "images decoded per parallel block (bounds memory)")(
-      (prefix + "max-train-per-class").c_str(), po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
-      "keep at most this many training images per class, a seeded subset (0 = the manifest's setting); "
+      (prefix + "max-train-per-class").c_str(),
+      po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
+      "keep at most this many training images per class, a seeded subset (0 = the manifest's "
+      "setting); "
       "validation and test splits are unchanged")(
       (prefix + "check-pixel-duplicates").c_str(),
-      po::value<bool>(&check_pixel_duplicates)->default_value(check_pixel_duplicates)->implicit_value(true),
+      po::value<bool>(&check_pixel_duplicates)
+          ->default_value(check_pixel_duplicates)
+          ->implicit_value(true),
       "also refuse images whose stored pixels equal an earlier image's (listed with both origins)")(
       (prefix + "frames").c_str(), po::value<int>(&frames)->default_value(frames),
       "video sources: frames stored per clip, sampled uniformly over each video (0 = 16 unless "
-      "--frame-step is given)")(
-      (prefix + "frame-step").c_str(), po::value<int>(&frame_step)->default_value(frame_step),
-      "video sources: store every k-th frame from the first instead, up to --max-frames (0 = uniform)")(
+      "--frame-step is given)")((prefix + "frame-step").c_str(),
+                                po::value<int>(&frame_step)->default_value(frame_step),
+                                "video sources: store every k-th frame from the first instead, up "
+                                "to --max-frames (0 = uniform)")(
       (prefix + "max-frames").c_str(), po::value<int>(&max_frames)->default_value(max_frames),
       "video sources with --frame-step: frames stored per clip")(
-      (prefix + "short-video").c_str(), po::value<std::string>(&short_video)->default_value(short_video),
+      (prefix + "short-video").c_str(),
+      po::value<std::string>(&short_video)->default_value(short_video),
       "video sources: a video with too few frames is padded by repeating frames (pad) or listed as "
       "unreadable (refuse: fails the run unless --skip-bad)")(
       (prefix + "split-id").c_str(), po::value<int>(&split_id)->default_value(split_id),
-      "ucf101 and hmdb51 sources: which of the three official splits (1..3; 0 = the manifest's split_id)");
+      "ucf101 and hmdb51 sources: which of the three official splits (1..3; 0 = the manifest's "
+      "split_id)");
 }
 
 void PrepareOptions::Check(const std::string& prefix) const {
@@ -71,16 +80,21 @@ void PrepareOptions::Check(const std::string& prefix) const {
   c.Require(gzip >= 0 && gzip <= 9, "gzip", "must be in 0..9");
   c.Require(block >= 1, "block", "must be >= 1");
   c.Require(max_train_per_class >= 0, "max-train-per-class", "must be >= 0 (0 = the manifest's setting)");
-  c.Require(frames >= 0 && frames <= 4096, "frames", "must be in 0..4096 (0 = 16, or --max-frames with --frame-step)");
-  c.Require(frame_step >= 0 && frame_step <= 100000, "frame-step", "must be in 0..100000 (0 = uniform sampling)");
+  c.Require(frames >= 0 && frames <= 4096, "frames",
+            "must be in 0..4096 (0 = 16, or --max-frames with --frame-step)");
+  c.Require(frame_step >= 0 && frame_step <= 100000, "frame-step",
+            "must be in 0..100000 (0 = uniform sampling)");
   c.Require(max_frames >= 0 && max_frames <= 4096, "max-frames", "must be in 0..4096");
   c.Require(!(frame_step > 0 && frames > 0), "frames",
             "give --frames (uniform sampling) or --frame-step with --max-frames, not both");
-  c.Require(!(frame_step > 0 && max_frames == 0), "max-frames", "is needed with --frame-step (frames per clip)");
+  c.Require(!(frame_step > 0 && max_frames == 0), "max-frames",
+            "is needed with --frame-step (frames per clip)");
   c.Require(!(frame_step == 0 && max_frames > 0), "max-frames",
             "applies to --frame-step only (uniform sampling takes --frames)");
-  c.Require(short_video == "pad" || short_video == "refuse", "short-video", "must be pad or refuse");
-  c.Require(split_id >= 0 && split_id <= 3, "split-id", "must be 1, 2 or 3 (0 = the manifest's split_id)");
+  c.Require(short_video == "pad" || short_video == "refuse", "short-video",
+            "must be pad or refuse");
+  c.Require(split_id >= 0 && split_id <= 3, "split-id",
+            "must be 1, 2 or 3 (0 = the manifest's split_id)");
   c.Throw();
 }
 
@@ -301,15 +315,18 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   h5::CheckOutputPath(out_path, video ? kClipStoreFormat : kImageStoreFormat);
   provenance.AddInput("manifest", manifest_path);
   const char* unit = video ? "video" : "image";
-  if (!video && (opts.frames > 0 || opts.frame_step > 0 || opts.max_frames > 0 || opts.short_video != "pad"))
-    throw UsageError(Msg("--frames, --frame-step, --max-frames and --short-video apply to video sources; ",
-                         m.path, " lists images"));
+  if (!video &&
+      (opts.frames > 0 || opts.frame_step > 0 || opts.max_frames > 0 || opts.short_video != "pad"))
+    throw UsageError(
+        Msg("--frames, --frame-step, --max-frames and --short-video apply to video sources; ",
+            m.path, " lists images"));
   int split_id = 0;  // the official split of ucf101 / hmdb51 sources (0: none)
   for (auto& src : m.sources) {
     if (src.kind != "ucf101" && src.kind != "hmdb51") continue;
     if (opts.split_id > 0) src.spec["split_id"] = opts.split_id;
     split_id = src.spec.contains("split_id") && src.spec["split_id"].is_number_integer()
-                   ? src.spec["split_id"].get<int>() : 1;
+                   ? src.spec["split_id"].get<int>()
+                   : 1;
   }
   if (opts.split_id > 0 && split_id == 0)
     throw UsageError(Msg("--split-id applies to ucf101 and hmdb51 sources; ", m.path, " has none"));
@@ -357,8 +374,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
       if (ec) key = std::filesystem::path(s.file).lexically_normal().string();
       auto [it, inserted] = first.emplace(key, s.origin);
       if (!inserted)
-        throw Error(Msg(m.path, ": duplicate ", unit, " path ", s.file, " (listed at ", it->second, " and ",
-                        s.origin, ", both ", key, ")"));
+        throw Error(Msg(m.path, ": duplicate ", unit, " path ", s.file, " (listed at ", it->second,
+                        " and ", s.origin, ", both ", key, ")"));
       // Two names of one file (hard links) are the same image too.
       struct stat st;
       if (stat(s.file.c_str(), &st) == 0 && st.st_nlink > 1) {
@@ -397,8 +414,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   int64_t written = 0, padded = 0;
   std::vector<int64_t> kept_labels;
   std::vector<std::string> kept_tags, kept_origins, bad, bad_why;
-  std::vector<double> frame_rates;                         // clips: per kept video
-  std::vector<int64_t> source_frames, frame_indices;       // clips: per kept video; T per video
+  std::vector<double> frame_rates;                            // clips: per kept video
+  std::vector<int64_t> source_frames, frame_indices;          // clips: per kept video; T per video
   std::unordered_map<std::string, std::string> pixel_hashes;  // --check-pixel-duplicates
   std::vector<std::string> pixel_dups;
   std::vector<double> sums;  // per kept sample: C sums then C sums of squares (pixel/255)
@@ -421,8 +438,10 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
         } else {
           cv::Mat img = s.file.empty() ? ConvertImage(s.pixels, m.image, /*is_bgr=*/false)
                                        : LoadAndConvert(s.file, m.image);
-          if (img.empty()) c.error = "cannot be decoded";
-          else c.frames.push_back(img);
+          if (img.empty())
+            c.error = "cannot be decoded";
+          else
+            c.frames.push_back(img);
         }
         s.pixels.release();
         progress.Add();
@@ -451,14 +470,16 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
         o.gzip = opts.gzip;
         o.extendable = true;
         // Images: about 256 KiB a chunk. Clips: one clip a chunk, so a clip is one contiguous read.
-        o.chunk_rows = video ? 1 : std::max<int64_t>(1, (256 << 10) / (static_cast<int64_t>(H) * W * C));
+        o.chunk_rows =
+            video ? 1 : std::max<int64_t>(1, (256 << 10) / (static_cast<int64_t>(H) * W * C));
         h5::Shape shape = video ? h5::Shape{n_all, T, H, W, C} : h5::Shape{n_all, H, W, C};
         f.CreateDataset(data_name, h5::DType::kUInt8, shape, o);
         created = true;
       }
       if (first.rows != H || first.cols != W)
-        throw Error(Msg(s.origin, ": ", video ? "frames are " : "image is ", first.cols, "x", first.rows,
-                        " but earlier ones are ", W, "x", H, "; set image.size in ", m.path, " to resize them all"));
+        throw Error(Msg(s.origin, ": ", video ? "frames are " : "image is ", first.cols, "x",
+                        first.rows, " but earlier ones are ", W, "x", H, "; set image.size in ",
+                        m.path, " to resize them all"));
       Sha256 h;
       double acc[6] = {0, 0, 0, 0, 0, 0};
       for (const cv::Mat& img : clip.frames) {
@@ -501,21 +522,26 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     std::string list;
     for (size_t i = 0; i < bad.size() && i < 20; ++i) list += "\n  " + bad[i] + bad_why[i];
     if (!opts.skip_bad)
-      throw Error(Msg(m.name, ": ", bad.size(), " ", unit, "(s) could not be read (use --skip-bad to skip ",
-                      "them):", list, bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : ""));
-    MLOG(WARNING) << m.name << ": skipped " << bad.size() << " unreadable " << unit << "(s):" << list
+      throw Error(Msg(m.name, ": ", bad.size(), " ", unit,
+                      "(s) could not be read (use --skip-bad to skip ", "them):", list,
+                      bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : ""));
+    MLOG(WARNING) << m.name << ": skipped " << bad.size() << " unreadable " << unit
+                  << "(s):" << list
                   << (bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : "");
   }
   if (written == 0) throw Error(Msg(m.path, ": no readable ", unit, "s"));
   if (!pixel_dups.empty()) {
     std::string list;
     for (size_t i = 0; i < pixel_dups.size() && i < 20; ++i) list += "\n  " + pixel_dups[i];
-    throw Error(Msg(m.path, ": ", pixel_dups.size(), " ", unit, "(s) have exactly the pixels of an earlier one "
-                    "(stored at the manifest's size; --check-pixel-duplicates):", list,
-                    pixel_dups.size() > 20 ? Msg("\n  ... and ", pixel_dups.size() - 20, " more") : ""));
+    throw Error(Msg(
+        m.path, ": ", pixel_dups.size(), " ", unit,
+        "(s) have exactly the pixels of an earlier one "
+        "(stored at the manifest's size; --check-pixel-duplicates):",
+        list, pixel_dups.size() > 20 ? Msg("\n  ... and ", pixel_dups.size() - 20, " more") : ""));
   }
   if (padded > 0)
-    MLOG(INFO) << m.name << ": " << padded << " short video(s) (fewer than " << sampling.FramesNeeded()
+    MLOG(INFO) << m.name << ": " << padded << " short video(s) (fewer than "
+               << sampling.FramesNeeded()
                << " frames) padded by repeating frames (--short-video pad)";
   f.Resize(data_name, written);
 
@@ -547,8 +573,9 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
       for (const auto& [name, cnt] : per_split)
         if (cnt[static_cast<size_t>(c)] == 0) missing.push_back(name);
       if (!missing.empty())
-        lines.push_back(Msg("'", classes[static_cast<size_t>(c)], "' (", total[static_cast<size_t>(c)],
-                            " ", unit, "(s)) has none in ", JoinNames(missing)));
+        lines.push_back(Msg("'", classes[static_cast<size_t>(c)], "' (",
+                            total[static_cast<size_t>(c)], " ", unit, "(s)) has none in ",
+                            JoinNames(missing)));
     }
     if (!lines.empty()) {
       std::string list;
@@ -589,7 +616,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     f.Write("frame_indices", h5::DType::kInt64, {written, T}, frame_indices.data(), o);
   }
   f.SetAttr("/", "format", video ? kClipStoreFormat : kImageStoreFormat);
-  f.SetAttr("/", "format_version", static_cast<int64_t>(video ? kClipStoreVersion : kImageStoreVersion));
+  f.SetAttr("/", "format_version",
+            static_cast<int64_t>(video ? kClipStoreVersion : kImageStoreVersion));
   f.SetAttr("/", "name", m.name);
   if (video) {
     f.SetAttr("/", "frames", static_cast<int64_t>(T));

@@ -31,7 +31,8 @@ bool IsFile(const std::string& path) {
 std::string RequireDir(const JsonView& s, const SourceContext& ctx, const std::string& key,
                        const std::string& fallback) {
   std::string dir = ctx.Resolve(s.Str(key, fallback));
-  if (!IsDir(dir)) s.Fail(key, "folder " + dir + " does not exist (is --data-root right? see docs/datasets.md)");
+  if (!IsDir(dir))
+    s.Fail(key, "folder " + dir + " does not exist (is --data-root right? see docs/datasets.md)");
   return dir;
 }
 
@@ -50,14 +51,17 @@ std::string LayoutOf(const JsonView& s) {
 
 int SplitIdOf(const JsonView& s) {
   int id = s.Int32("split_id", 1);
-  if (id < 1 || id > 3) s.Fail("split_id", "must be 1, 2 or 3 (the dataset's three official splits)");
+  if (id < 1 || id > 3)
+    s.Fail("split_id", "must be 1, 2 or 3 (the dataset's three official splits)");
   return id;
 }
 
 std::string WithoutExtension(const std::string& path) {
   auto slash = path.rfind('/');
   auto dot = path.rfind('.');
-  return dot != std::string::npos && (slash == std::string::npos || dot > slash) ? path.substr(0, dot) : path;
+  return dot != std::string::npos && (slash == std::string::npos || dot > slash)
+             ? path.substr(0, dot)
+             : path;
 }
 
 RawSample Video(const std::string& path, const std::string& layout, const std::string& cls,
@@ -86,7 +90,8 @@ std::vector<RawSample> ReadVideoFolderSource(const SourceContext& ctx) {
   for (const auto& cls : ListDir(root, true)) {
     size_t before = out.size();
     for (const auto& f : ListDir(root + "/" + cls, false))
-      if (IsImageFile(f, exts)) out.push_back(Video(root + "/" + cls + "/" + f, "video", cls, split, 0));
+      if (IsImageFile(f, exts))
+        out.push_back(Video(root + "/" + cls + "/" + f, "video", cls, split, 0));
     if (out.size() == before)
       MLOG(WARNING) << root << "/" << cls << ": no video files (extensions " << JoinNames(exts)
                     << "), so class '" << cls << "' has no videos in " << ctx.source.key_path;
@@ -107,8 +112,8 @@ std::vector<RawSample> ReadFrameFolderSource(const SourceContext& ctx) {
     for (const auto& v : ListDir(root + "/" + cls, true))
       out.push_back(Video(root + "/" + cls + "/" + v, "frames", cls, split, rate));
     if (out.size() == before)
-      MLOG(WARNING) << root << "/" << cls << ": no video folders, so class '" << cls << "' has no videos in "
-                    << ctx.source.key_path;
+      MLOG(WARNING) << root << "/" << cls << ": no video folders, so class '" << cls
+                    << "' has no videos in " << ctx.source.key_path;
   }
   return out;
 }
@@ -126,17 +131,22 @@ std::vector<RawSample> ReadUcf101Source(const SourceContext& ctx) {
   const double rate = FrameRateOf(s);
   const std::string want = s.Str("split", "all");
   if (want == "val")
-    s.Fail("split", "UCF101 has only train and test lists (validation is carved from train by split.val_fraction)");
+    s.Fail("split",
+           "UCF101 has only train and test lists (validation is carved from train by "
+           "split.val_fraction)");
 
   const std::string class_path = lists + "/classInd.txt";
-  if (!IsFile(class_path)) throw Error(Msg(class_path, ": no such file (not UCF101's ucfTrainTestlist folder?)"));
+  if (!IsFile(class_path))
+    throw Error(Msg(class_path, ": no such file (not UCF101's ucfTrainTestlist folder?)"));
   std::map<std::string, int64_t> class_index;  // name -> 1-based index
   auto class_lines = ReadLines(class_path);
   for (size_t i = 0; i < class_lines.size(); ++i) {
     auto f = SplitFields(class_lines[i], " ");
     if (f.empty()) continue;
-    if (f.size() != 2 || f[0].find_first_not_of("0123456789") != std::string::npos || f[0].size() > 9)
-      throw Error(Msg(class_path, ":", i + 1, ": expected \"<index> <class>\", found '", class_lines[i], "'"));
+    if (f.size() != 2 || f[0].find_first_not_of("0123456789") != std::string::npos ||
+        f[0].size() > 9)
+      throw Error(Msg(class_path, ":", i + 1, ": expected \"<index> <class>\", found '",
+                      class_lines[i], "'"));
     class_index[f[1]] = std::stoll(f[0]);
   }
 
@@ -144,7 +154,8 @@ std::vector<RawSample> ReadUcf101Source(const SourceContext& ctx) {
   for (const std::string tag : {"train", "test"}) {
     if (want != "all" && want != tag) continue;
     const std::string list = Msg(lists, "/", tag, "list0", id, ".txt");
-    if (!IsFile(list)) throw Error(Msg(list, ": no such file (UCF101's split ", id, " ", tag, " list)"));
+    if (!IsFile(list))
+      throw Error(Msg(list, ": no such file (UCF101's split ", id, " ", tag, " list)"));
     auto lines = ReadLines(list);
     for (size_t i = 0; i < lines.size(); ++i) {
       auto f = SplitFields(lines[i], " ");
@@ -152,13 +163,15 @@ std::vector<RawSample> ReadUcf101Source(const SourceContext& ctx) {
       const std::string where = Msg(list, ":", i + 1);
       auto slash = f[0].find('/');
       if (slash == std::string::npos || slash == 0 || f.size() > 2)
-        throw Error(Msg(where, ": expected \"<Class>/<video>.avi\"", tag == "train" ? " <class index>" : "",
-                        ", found '", lines[i], "'"));
+        throw Error(Msg(where, ": expected \"<Class>/<video>.avi\"",
+                        tag == "train" ? " <class index>" : "", ", found '", lines[i], "'"));
       const std::string cls = f[0].substr(0, slash);
       auto it = class_index.find(cls);
-      if (it == class_index.end()) throw Error(Msg(where, ": class '", cls, "' is not in ", class_path));
+      if (it == class_index.end())
+        throw Error(Msg(where, ": class '", cls, "' is not in ", class_path));
       if (f.size() == 2 && f[1] != std::to_string(it->second))
-        throw Error(Msg(where, ": class index ", f[1], " but ", class_path, " gives '", cls, "' index ", it->second));
+        throw Error(Msg(where, ": class index ", f[1], " but ", class_path, " gives '", cls,
+                        "' index ", it->second));
       out.push_back(Video(root + "/" + f[0], layout, cls, tag, rate));
     }
   }
@@ -178,13 +191,16 @@ std::vector<RawSample> ReadHmdb51Source(const SourceContext& ctx) {
   const double rate = FrameRateOf(s);
   const std::string want = s.Str("split", "all");
   if (want == "val")
-    s.Fail("split", "HMDB51 has only train and test marks (validation is carved from train by split.val_fraction)");
+    s.Fail("split",
+           "HMDB51 has only train and test marks (validation is carved from train by "
+           "split.val_fraction)");
 
   const std::string suffix = Msg("_test_split", id, ".txt");
   std::vector<RawSample> out;
   int files = 0;
   for (const auto& name : ListDir(lists, false)) {
-    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    if (name.size() <= suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     ++files;
     const std::string cls = name.substr(0, name.size() - suffix.size());
@@ -194,7 +210,8 @@ std::vector<RawSample> ReadHmdb51Source(const SourceContext& ctx) {
       auto f = SplitFields(lines[i], " ");
       if (f.empty()) continue;
       if (f.size() != 2 || (f[1] != "0" && f[1] != "1" && f[1] != "2"))
-        throw Error(Msg(path, ":", i + 1, ": expected \"<video>.avi <0|1|2>\" (0 unused, 1 train, 2 test), found '",
+        throw Error(Msg(path, ":", i + 1,
+                        ": expected \"<video>.avi <0|1|2>\" (0 unused, 1 train, 2 test), found '",
                         lines[i], "'"));
       if (f[1] == "0") continue;
       const std::string tag = f[1] == "1" ? "train" : "test";
@@ -203,8 +220,8 @@ std::vector<RawSample> ReadHmdb51Source(const SourceContext& ctx) {
     }
   }
   if (files == 0)
-    s.Fail("lists", Msg("folder ", lists, " has no <class>", suffix, " files (HMDB51's test_train_splits; see ",
-                        "docs/datasets.md)"));
+    s.Fail("lists", Msg("folder ", lists, " has no <class>", suffix,
+                        " files (HMDB51's test_train_splits; see ", "docs/datasets.md)"));
   return out;
 }
 
