@@ -74,11 +74,6 @@ bool NaturalLess(const std::string& a, const std::string& b) {
   return a < b;  // equal by the natural order ("01" vs "1"): byte-wise
 }
 
-std::vector<std::string> DefaultVideoExtensions() {
-  return {".avi", ".mp4",  ".mkv", ".webm", ".mov", ".m4v",
-          ".mpg", ".mpeg", ".flv", ".wmv",  ".3gp", ".ogv"};
-}
-
 namespace {
 
 // Picks the sampled frames out of the frames kept of a video (by source index), in order.

@@ -61,7 +61,4 @@ DecodedClip DecodeVideoClip(const std::string& file, const ImageSpec& spec,
 DecodedClip DecodeFrameFolderClip(const std::string& dir, const ImageSpec& spec,
                                   const ClipSampling& sampling, double frame_rate);
 
-// Video file extensions a video_folder source reads by default (lower case, with the dot).
-std::vector<std::string> DefaultVideoExtensions();
-
 }  // namespace mlfd

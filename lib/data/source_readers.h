@@ -33,6 +33,8 @@ bool IsImageFile(const std::string& name, const std::vector<std::string>& extens
 // else "" (prepare_data names these instead of dropping them).
 std::string BrokenLinkReason(const std::string& path);
 std::vector<std::string> DefaultImageExtensions();
+// Video file extensions a video_folder source reads by default (lower case, with the dot).
+std::vector<std::string> DefaultVideoExtensions();
 // Whole file into memory, transparently gunzipping .gz (throws Error naming the file).
 std::string ReadFileMaybeGz(const std::string& path);
 // Lines of a text file (trailing \r stripped).

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <map>
 
-#include "data/clips.h"
 #include "data/source_readers.h"
 #include "util/error.h"
 #include "util/json_view.h"
@@ -77,6 +76,11 @@ RawSample Video(const std::string& path, const std::string& layout, const std::s
 }
 
 }  // namespace
+
+std::vector<std::string> DefaultVideoExtensions() {
+  return {".avi", ".mp4",  ".mkv", ".webm", ".mov", ".m4v",
+          ".mpg", ".mpeg", ".flv", ".wmv",  ".3gp", ".ogv"};
+}
 
 // <root>/<class>/<video file>; the class is the folder name.
 std::vector<RawSample> ReadVideoFolderSource(const SourceContext& ctx) {
