@@ -340,6 +340,8 @@ TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[un
       }
     }
   fs::create_directories(tmp / "frames/sit/clip_empty");
+  fs::copy(tmp / "frames/sit/clip0", tmp / "frames/sit/clip_badframe");
+  WriteText(tmp / "frames/sit/clip_badframe/4.png", "not a png");  // frame 3: sampled
   WriteText(
       tmp / "m.json",
       Msg(R"({"name": "fr", "classes": "folders", "sources": [{"kind": "frame_folder", "root": ")",
@@ -353,8 +355,9 @@ TEST_CASE("clips: frame folders in natural order sampled every k-th frame", "[un
   o.Check();
   // The empty folder is a video without frames: listed, and the run fails without --skip-bad.
   CHECK_THAT(ErrorOf([&] { PrepareData(tmp / "m.json", tmp / "s.h5", o, Provenance{}, 2); }),
-             Catch::Contains("1 video(s) could not be read") &&
-                 Catch::Contains("clip_empty (no frame images)"));
+             Catch::Contains("2 video(s) could not be read") &&
+                 Catch::Contains("clip_empty (no frame images)") &&
+                 Catch::Contains("clip_badframe (frame 4.png cannot be read)"));
   o.skip_bad = true;
   auto sum = PrepareData(tmp / "m.json", tmp / "s.h5", o, Provenance{}, 2);
   CHECK(sum.num_samples == 6);
