@@ -309,6 +309,7 @@ void ResolveLabels(std::vector<RawSample>& samples, const std::vector<std::strin
 
 PrepareSummary PrepareData(const std::string& manifest_path, const std::string& out_path,
                            const PrepareOptions& opts, Provenance provenance, int threads) {
+  opts.Check();  // (the app checks them already; a library caller may not have)
   DeclareInput("manifest", manifest_path);
   Manifest m = LoadManifest(manifest_path);
   const bool video = IsVideoSourceKind(m.sources[0].kind);  // all sources are alike (LoadManifest)
