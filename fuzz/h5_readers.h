@@ -1,6 +1,8 @@
 // The HDF5 readers of every file kind, as fuzz_h5 and fuzz_h5_struct call them on one file:
 //   - an image store: ImageStore::Open (data/image_store.cc), then images read by index as the
 //     loader does;
+//   - a clip store: ClipStore::Open (data/clip_store.cc), then clips and their frame indices read
+//     by index;
 //   - a checkpoint: ReadCheckpointMeta, then LoadCheckpoint with its training state
 //     (models/checkpoint.cc: the model is rebuilt from the file's config and loaded strictly);
 //   - a feature cache: FeatureCache (distill/feature_cache.cc), then Labels, Indices,
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "io/feature_cache.h"
 #include "io/h5.h"
@@ -51,6 +54,27 @@ inline void AsImageStore(const std::string& path) {
     if (idx.empty() || s.image_bytes() * static_cast<int64_t>(idx.size()) > kMaxReadBytes) continue;
     std::vector<uint8_t> buf(static_cast<size_t>(s.image_bytes()) * idx.size());
     s.ReadIndices(idx, buf.data());
+  }
+}
+
+inline void AsClipStore(const std::string& path) {
+  mlfd::ClipStore s = mlfd::ClipStore::Open(path);
+  // What Open promises: a positive clip size that matches /clips.
+  auto shape = s.file().Info("clips").shape;
+  if (s.size() > 0 && (s.frames() < 1 || s.height() < 1 || s.width() < 1 || s.channels() < 1 ||
+                       shape[1] != s.frames() || shape[2] != s.height() || shape[3] != s.width() ||
+                       shape[4] != s.channels())) {
+    std::fprintf(stderr, "fuzz: ClipStore::Open accepted /clips %s as %d x %d x %d x %d clips\n",
+                 mlfd::h5::ShapeStr(shape).c_str(), s.frames(), s.height(), s.width(), s.channels());
+    __builtin_trap();
+  }
+  for (const auto& name : s.split_names()) {
+    const auto& rows = s.split(name);
+    std::vector<int64_t> idx(rows.rbegin(), rows.rbegin() + std::min<size_t>(rows.size(), 3));
+    if (idx.empty() || s.clip_bytes() * static_cast<int64_t>(idx.size()) > kMaxReadBytes) continue;
+    std::vector<uint8_t> buf(static_cast<size_t>(s.clip_bytes()) * idx.size());
+    s.ReadIndices(idx, buf.data());  // descending: the reordering path
+    s.FrameIndices(idx[0]);
   }
 }
 
@@ -101,6 +125,7 @@ inline void ReadAllKinds(const std::string& path) {
     }
   };
   attempt("image store", AsImageStore);
+  attempt("clip store", AsClipStore);
   attempt("checkpoint", AsCheckpoint);
   attempt("feature cache", AsFeatureCache);
   // Whatever a reader threw, every HDF5 object it opened must be closed again (RAII handles).

@@ -163,6 +163,18 @@ def sources_seeds(out):
     src(out, "flowers_val", 5, 2, lenpair(lab, st))
     lab, st = flowers_pair(big=True)
     src(out, "flowers_big_endian_test", 5, 3, lenpair(lab, st))
+    # video lists: byte 0 from 240, even = ucf101, odd = hmdb51; opt = split id - 1 + split<<2 +
+    # frames layout<<4 (+ ucf101 classes from the lists' labels<<5)
+    ucf = b"\0".join([b"1 ApplyEyeMakeup\r\n2 YoYo\r\n",
+                      b"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\r\nYoYo/v_YoYo_g09_c02.avi 2\r\n",
+                      b"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nYoYo/v_YoYo_g01_c03.avi\r\n"])
+    src(out, "ucf101_split1", 240, 0, ucf)
+    src(out, "ucf101_split2_test_frames", 240, 1 | 2 << 2 | 1 << 4, ucf)
+    hmdb = b"\0".join([b"April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \nx_brush_hair_1.avi 2 \n",
+                       b"cart_0.avi 0 \ncart_1.avi 1 \ncart_2.avi 2 \n",
+                       b"ride_0.avi 2\nride_1.avi 1\n"])
+    src(out, "hmdb51_split1", 241, 0, hmdb)
+    src(out, "hmdb51_split3_train", 241, 2 | 1 << 2, hmdb)
 
 
 # ---- JSON (fuzz_json: mode byte, document) ----
@@ -297,6 +309,26 @@ def describe(path):
     return d
 
 
+def clip_store(prepare_data, tmp):
+    """A clip store of 4 videos x 3 frames of 4 x 4 gray, from frame folders of PGM frames (of 2 to
+    5 frames: one padded); returns its path."""
+    for v in range(4):
+        d = os.path.join(tmp, "frames", "ab"[v % 2], "v%d" % v)
+        os.makedirs(d)
+        for i in range(2 + v):
+            with open(os.path.join(d, "%d.pgm" % (i + 1)), "wb") as f:
+                f.write(b"P5 4 4 255\n" + bytes((v * 40 + i * 9 + p) % 256 for p in range(16)))
+    manifest = {"name": "clips", "classes": "folders",
+                "sources": [{"kind": "frame_folder", "root": "frames", "frame_rate": 25}],
+                "split": {"mode": "stratified", "fractions": {"train": 0.5, "test": 0.5}},
+                "image": {"size": 0, "channels": 1}}
+    with open(os.path.join(tmp, "clips.json"), "w") as f:
+        json.dump(manifest, f)
+    path = os.path.join(tmp, "clips.h5")
+    run([prepare_data, "-v", "0", "--frames", "3", "--data-root", tmp, os.path.join(tmp, "clips.json"), path])
+    return path
+
+
 def h5_seeds(out, bindir):
     try:
         import h5py  # noqa: F401
@@ -323,6 +355,7 @@ def h5_seeds(out, bindir):
                     "image": {"size": 0, "channels": 1}, "normalize": "compute"}
         with open(os.path.join(tmp, "tiny.json"), "w") as f:
             json.dump(manifest, f)
+        clips = clip_store(tools[0], tmp)
         store, ckpt, feats = (os.path.join(tmp, n) for n in ("store.h5", "ckpt.h5", "feats.h5"))
         run([tools[0], "-v", "0", "--data-root", tmp, os.path.join(tmp, "tiny.json"), store])
         run([tools[1], "-v", "0", "--threads", "1", "--arch", "resnet18", "--small-stem",
@@ -333,6 +366,8 @@ def h5_seeds(out, bindir):
         seeds = [  # (name, file written by the tool, how it is stored in the corpus)
             ("store_v18.h5", store, None),  # as prepare_data wrote it (io/h5.cc, chunked + gzip)
             ("store_earliest.h5", store, "earliest"),
+            ("clip_store_v18.h5", clips, None),  # prepare_data from frame folders
+            ("clip_store_earliest.h5", clips, "earliest"),
             ("features_v18.h5", feats, None),  # as extract_features wrote it
             ("features_earliest.h5", feats, "earliest"),
             # train_teacher's checkpoint as written (~300 KB: a chunk index per tensor) is too big
@@ -340,7 +375,8 @@ def h5_seeds(out, bindir):
             ("checkpoint_v18_contiguous.h5", ckpt, "v108"),
             ("checkpoint_earliest_train_state.h5", ckpt, "earliest+train_state"),
         ]
-        for name, path in (("store", store), ("checkpoint", ckpt), ("features", feats)):
+        for name, path in (("store", store), ("clip_store", clips), ("checkpoint", ckpt),
+                           ("features", feats)):
             put(out, "h5_struct", name + ".json", json.dumps(describe(path), separators=(",", ":")))
         # a checkpoint of a joint teacher (its teachers are only named: LoadCheckpoint is not called)
         joint = describe(ckpt)

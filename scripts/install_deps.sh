@@ -11,7 +11,7 @@ PACKAGES=(
   ccache
   # libraries (see docs/dependencies.md for why each is here)
   libtorch-dev
-  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-videoio-dev
   libhdf5-dev hdf5-tools
   libboost-program-options-dev
   nlohmann-json3-dev

@@ -6,6 +6,8 @@
 #include <map>
 #include <random>
 
+#include "data/clip_store.h"
+#include "data/store_meta.h"
 #include "util/error.h"
 #include "util/sha256.h"
 
@@ -16,7 +18,12 @@ ImageStore ImageStore::Open(const std::string& path) {
   s.path_ = path;
   s.file_ = std::make_shared<h5::File>(h5::File::Open(path));
   const h5::File& f = *s.file_;
-  if (!f.HasAttr("/", "format") || f.GetStringAttr("/", "format") != kImageStoreFormat)
+  const std::string format = f.HasAttr("/", "format") ? f.GetStringAttr("/", "format") : "";
+  if (format == kClipStoreFormat)
+    throw Error(Msg(path,
+                    ": is a clip store (videos, several frames per sample), not an image store; ",
+                    "this stage reads image stores (prepare_data with an image manifest)"));
+  if (format != kImageStoreFormat)
     throw Error(Msg(path, ": not an image store (no format=\"", kImageStoreFormat,
                     "\" attribute; was it written by prepare_data?)"));
   int64_t version = f.GetIntAttr("/", "format_version");
@@ -37,25 +44,38 @@ ImageStore ImageStore::Open(const std::string& path) {
   s.h_ = static_cast<int>(info.shape[1]);
   s.w_ = static_cast<int>(info.shape[2]);
   s.c_ = static_cast<int>(info.shape[3]);
-  s.classes_ = f.ReadStrings("class_names");
-  s.labels_ = f.ReadVector<int64_t>("labels");
-  if (static_cast<int64_t>(s.labels_.size()) != s.n_)
-    throw Error(Msg(path, ":/labels: ", s.labels_.size(), " labels for ", s.n_, " images"));
-  for (size_t i = 0; i < s.labels_.size(); ++i)
-    if (s.labels_[i] < 0 || s.labels_[i] >= static_cast<int64_t>(s.classes_.size()))
-      throw Error(Msg(path, ":/labels[", i, "] = ", s.labels_[i], " is outside 0..",
-                      s.classes_.size() - 1));
-  s.mean_ = f.GetDoublesAttr("/", "mean");
-  s.std_ = f.GetDoublesAttr("/", "std");
-  if (static_cast<int>(s.mean_.size()) != s.c_ || static_cast<int>(s.std_.size()) != s.c_)
-    throw Error(Msg(path, ": mean/std attributes need ", s.c_, " values"));
+  StoreMeta meta = ReadStoreMeta(f, path, s.n_, s.c_, "images");
+  s.classes_ = std::move(meta.classes);
+  s.labels_ = std::move(meta.labels);
+  s.mean_ = std::move(meta.mean);
+  s.std_ = std::move(meta.std);
+  s.splits_ = std::move(meta.splits);
+  return s;
+}
+
+StoreMeta ReadStoreMeta(const h5::File& f, const std::string& path, int64_t rows, int channels,
+                        const std::string& what) {
+  StoreMeta m;
+  m.classes = f.ReadStrings("class_names");
+  m.labels = f.ReadVector<int64_t>("labels");
+  if (static_cast<int64_t>(m.labels.size()) != rows)
+    throw Error(Msg(path, ":/labels: ", m.labels.size(), " labels for ", rows, " ", what));
+  for (size_t i = 0; i < m.labels.size(); ++i)
+    if (m.labels[i] < 0 || m.labels[i] >= static_cast<int64_t>(m.classes.size()))
+      throw Error(
+          Msg(path, ":/labels[", i, "] = ", m.labels[i], " is outside 0..", m.classes.size() - 1));
+  m.mean = f.GetDoublesAttr("/", "mean");
+  m.std = f.GetDoublesAttr("/", "std");
+  if (static_cast<int>(m.mean.size()) != channels || static_cast<int>(m.std.size()) != channels)
+    throw Error(Msg(path, ": mean/std attributes need ", channels, " values"));
   for (const auto& name : f.List("splits")) {
     auto idx = f.ReadVector<int64_t>("splits/" + name);
     for (auto i : idx)
-      if (i < 0 || i >= s.n_) throw Error(Msg(path, ":/splits/", name, ": index ", i, " out of range"));
-    s.splits_[name] = std::move(idx);
+      if (i < 0 || i >= rows)
+        throw Error(Msg(path, ":/splits/", name, ": index ", i, " out of range"));
+    m.splits[name] = std::move(idx);
   }
-  return s;
+  return m;
 }
 
 RowFold RowFold::Parse(const std::string& text, uint64_t seed) {

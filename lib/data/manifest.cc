@@ -9,7 +9,12 @@
 namespace mlfd {
 
 std::vector<std::string> SourceKinds() {
-  return {"folder", "list", "idx", "mnist_json", "cifar_binary", "cub200", "flowers102"};
+  return {"folder",     "list",         "idx",          "mnist_json", "cifar_binary", "cub200",
+          "flowers102", "video_folder", "frame_folder", "ucf101",     "hmdb51"};
+}
+
+bool IsVideoSourceKind(const std::string& kind) {
+  return kind == "video_folder" || kind == "frame_folder" || kind == "ucf101" || kind == "hmdb51";
 }
 
 Manifest LoadManifest(const std::string& path) {
@@ -67,6 +72,9 @@ Manifest LoadManifest(const std::string& path) {
       if (sp != "train" && sp != "val" && sp != "test" && sp != "all")
         s.Fail("split", "must be train, val, test or all");
     }
+    if (!m.sources.empty() && IsVideoSourceKind(kind) != IsVideoSourceKind(m.sources[0].kind))
+      s.Fail("kind", "'" + kind + "' cannot be mixed with " + m.sources[0].key_path + "'s '" +
+                         m.sources[0].kind + "': a store holds images or video clips, not both");
     m.sources.push_back({kind, s.json(), s.path()});
   }
 

@@ -13,6 +13,7 @@ namespace mlfd {
 
 struct SourceSpec {
   std::string kind;        // folder | list | idx | mnist_json | cifar_binary | cub200 | flowers102
+                           // (images); video_folder | frame_folder | ucf101 | hmdb51 (videos)
   nlohmann::json spec;     // the source's JSON object
   std::string key_path;    // "sources[0]" for messages
 };
@@ -61,12 +62,15 @@ Manifest LoadManifest(const std::string& path);
 
 // One sample as a source lists it, before decoding.
 struct RawSample {
-  std::string file;      // image file to decode; empty when `pixels` holds the image
-  cv::Mat pixels;        // already-decoded 8-bit image (idx, JSON digits, CIFAR)
-  int64_t label = -1;    // class index, or -1 when `label_name` names the class
+  std::string file;       // image file to decode (a video: its file or frame folder); empty when
+                          // `pixels` holds the image
+  std::string media;      // "" = an image; "video" = a video file; "frames" = a folder of frames
+  double frame_rate = 0;  // frame folders: the rate the manifest gives (0 = unknown)
+  cv::Mat pixels;         // already-decoded 8-bit image (idx, JSON digits, CIFAR)
+  int64_t label = -1;     // class index, or -1 when `label_name` names the class
   std::string label_name;
-  std::string split;     // train | val | test, or empty when the split mode assigns it
-  std::string origin;    // where it came from, for messages and the store's /sources
+  std::string split;      // train | val | test, or empty when the split mode assigns it
+  std::string origin;     // where it came from, for messages and the store's /sources
 };
 
 struct SourceContext {
@@ -86,5 +90,7 @@ std::vector<std::string> ResolveClassNames(const Manifest& m, const std::string&
 
 // Names of the source kinds, for messages.
 std::vector<std::string> SourceKinds();
+// Whether a source kind lists videos (a manifest's sources are all videos or all images).
+bool IsVideoSourceKind(const std::string& kind);
 
 }  // namespace mlfd

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -19,14 +19,15 @@
 #include <set>
 #include <unordered_map>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "data/source_readers.h"
 #include "io/h5.h"
-#include "util/file_roles.h"
-#include "util/options.h"
 #include "util/error.h"
+#include "util/file_roles.h"
 #include "util/json_view.h"
 #include "util/log.h"
+#include "util/options.h"
 #include "util/parallel.h"
 #include "util/progress.h"
 #include "util/provenance.h"
@@ -37,20 +38,41 @@ namespace mlfd {
 namespace po = boost::program_options;
 
 void PrepareOptions::Register(po::options_description& d, const std::string& prefix) {
-  d.add_options()((prefix + "data-root").c_str(), po::value<std::string>(&data_root)->default_value(data_root),
+  d.add_options()((prefix + "data-root").c_str(),
+                  po::value<std::string>(&data_root)->default_value(data_root),
                   "directory that relative paths in the manifest resolve against")(
-      (prefix + "skip-bad").c_str(), po::value<bool>(&skip_bad)->default_value(skip_bad)->implicit_value(true),
+      (prefix + "skip-bad").c_str(),
+      po::value<bool>(&skip_bad)->default_value(skip_bad)->implicit_value(true),
       "skip unreadable images (counted and listed in the store) instead of failing")(
       (prefix + "gzip").c_str(), po::value<int>(&gzip)->default_value(gzip),
       "gzip level for the stored images (0 = none, 1..9)")(
       (prefix + "block").c_str(), po::value<int64_t>(&block)->default_value(block),
       "images decoded per parallel block (bounds memory)")(
-      (prefix + "max-train-per-class").c_str(), po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
-      "keep at most this many training images per class, a seeded subset (0 = the manifest's setting); "
+      (prefix + "max-train-per-class").c_str(),
+      po::value<int64_t>(&max_train_per_class)->default_value(max_train_per_class),
+      "keep at most this many training images per class, a seeded subset (0 = the manifest's "
+      "setting); "
       "validation and test splits are unchanged")(
       (prefix + "check-pixel-duplicates").c_str(),
-      po::value<bool>(&check_pixel_duplicates)->default_value(check_pixel_duplicates)->implicit_value(true),
-      "also refuse images whose stored pixels equal an earlier image's (listed with both origins)");
+      po::value<bool>(&check_pixel_duplicates)
+          ->default_value(check_pixel_duplicates)
+          ->implicit_value(true),
+      "also refuse images whose stored pixels equal an earlier image's (listed with both origins)")(
+      (prefix + "frames").c_str(), po::value<int>(&frames)->default_value(frames),
+      "video sources: frames stored per clip, sampled uniformly over each video (0 = 16 unless "
+      "--frame-step is given)")((prefix + "frame-step").c_str(),
+                                po::value<int>(&frame_step)->default_value(frame_step),
+                                "video sources: store every k-th frame from the first instead, up "
+                                "to --max-frames (0 = uniform)")(
+      (prefix + "max-frames").c_str(), po::value<int>(&max_frames)->default_value(max_frames),
+      "video sources with --frame-step: frames stored per clip")(
+      (prefix + "short-video").c_str(),
+      po::value<std::string>(&short_video)->default_value(short_video),
+      "video sources: a video with too few frames is padded by repeating frames (pad) or listed as "
+      "unreadable (refuse: fails the run unless --skip-bad)")(
+      (prefix + "split-id").c_str(), po::value<int>(&split_id)->default_value(split_id),
+      "ucf101 and hmdb51 sources: which of the three official splits (1..3; 0 = the manifest's "
+      "split_id)");
 }
 
 void PrepareOptions::Check(const std::string& prefix) const {
@@ -58,7 +80,35 @@ void PrepareOptions::Check(const std::string& prefix) const {
   c.Require(gzip >= 0 && gzip <= 9, "gzip", "must be in 0..9");
   c.Require(block >= 1, "block", "must be >= 1");
   c.Require(max_train_per_class >= 0, "max-train-per-class", "must be >= 0 (0 = the manifest's setting)");
+  c.Require(frames >= 0 && frames <= 4096, "frames",
+            "must be in 0..4096 (0 = 16, or --max-frames with --frame-step)");
+  c.Require(frame_step >= 0 && frame_step <= 100000, "frame-step",
+            "must be in 0..100000 (0 = uniform sampling)");
+  c.Require(max_frames >= 0 && max_frames <= 4096, "max-frames", "must be in 0..4096");
+  c.Require(!(frame_step > 0 && frames > 0), "frames",
+            "give --frames (uniform sampling) or --frame-step with --max-frames, not both");
+  c.Require(!(frame_step > 0 && max_frames == 0), "max-frames",
+            "is needed with --frame-step (frames per clip)");
+  c.Require(!(frame_step == 0 && max_frames > 0), "max-frames",
+            "applies to --frame-step only (uniform sampling takes --frames)");
+  c.Require(short_video == "pad" || short_video == "refuse", "short-video",
+            "must be pad or refuse");
+  c.Require(split_id >= 0 && split_id <= 3, "split-id",
+            "must be 1, 2 or 3 (0 = the manifest's split_id)");
   c.Throw();
+}
+
+ClipSampling PrepareOptions::Sampling() const {
+  ClipSampling s;
+  if (frame_step > 0) {
+    s.mode = ClipSampling::Mode::kStep;
+    s.step = frame_step;
+    s.frames = max_frames;
+  } else {
+    s.frames = frames > 0 ? frames : 16;
+  }
+  s.pad = short_video != "refuse";
+  return s;
 }
 
 cv::Mat ConvertImage(const cv::Mat& src, const ImageSpec& spec, bool is_bgr) {
@@ -207,8 +257,11 @@ class DecoderChatter {
       std::string out;
       while (std::fgets(line, sizeof(line), file_)) {
         std::string l = line;
+        // FFmpeg's lines start "[<component> @ 0x...]", OpenCV's own "[ WARN:" or "[ERROR:".
+        const bool ffmpeg = l.rfind("[", 0) == 0 && l.find(" @ 0x") != std::string::npos;
         if (l.rfind("libpng ", 0) == 0 || l.rfind("Corrupt JPEG data", 0) == 0 ||
-            l.rfind("Premature end of JPEG file", 0) == 0 || l.rfind("libtiff", 0) == 0)
+            l.rfind("Premature end of JPEG file", 0) == 0 || l.rfind("libtiff", 0) == 0 || ffmpeg ||
+            l.rfind("[ WARN:", 0) == 0 || l.rfind("[ERROR:", 0) == 0)
           ++suppressed_;
         else
           out += l;
@@ -256,10 +309,28 @@ void ResolveLabels(std::vector<RawSample>& samples, const std::vector<std::strin
 
 PrepareSummary PrepareData(const std::string& manifest_path, const std::string& out_path,
                            const PrepareOptions& opts, Provenance provenance, int threads) {
+  opts.Check();  // (the app checks them already; a library caller may not have)
   DeclareInput("manifest", manifest_path);
-  h5::CheckOutputPath(out_path, kImageStoreFormat);
   Manifest m = LoadManifest(manifest_path);
+  const bool video = IsVideoSourceKind(m.sources[0].kind);  // all sources are alike (LoadManifest)
+  h5::CheckOutputPath(out_path, video ? kClipStoreFormat : kImageStoreFormat);
   provenance.AddInput("manifest", manifest_path);
+  const char* unit = video ? "video" : "image";
+  if (!video &&
+      (opts.frames > 0 || opts.frame_step > 0 || opts.max_frames > 0 || opts.short_video != "pad"))
+    throw UsageError(
+        Msg("--frames, --frame-step, --max-frames and --short-video apply to video sources; ",
+            m.path, " lists images"));
+  int split_id = 0;  // the official split of ucf101 / hmdb51 sources (0: none)
+  for (auto& src : m.sources) {
+    if (src.kind != "ucf101" && src.kind != "hmdb51") continue;
+    if (opts.split_id > 0) src.spec["split_id"] = opts.split_id;
+    split_id = src.spec.contains("split_id") && src.spec["split_id"].is_number_integer()
+                   ? src.spec["split_id"].get<int>()
+                   : 1;
+  }
+  if (opts.split_id > 0 && split_id == 0)
+    throw UsageError(Msg("--split-id applies to ucf101 and hmdb51 sources; ", m.path, " has none"));
 
   // 1. List samples.
   std::vector<RawSample> samples;
@@ -304,8 +375,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
       if (ec) key = std::filesystem::path(s.file).lexically_normal().string();
       auto [it, inserted] = first.emplace(key, s.origin);
       if (!inserted)
-        throw Error(Msg(m.path, ": duplicate image path ", s.file, " (listed at ", it->second, " and ",
-                        s.origin, ", both ", key, ")"));
+        throw Error(Msg(m.path, ": duplicate ", unit, " path ", s.file, " (listed at ", it->second,
+                        " and ", s.origin, ", both ", key, ")"));
       // Two names of one file (hard links) are the same image too.
       struct stat st;
       if (stat(s.file.c_str(), &st) == 0 && st.st_nlink > 1) {
@@ -332,106 +403,148 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     check_classes(labels);
   }
 
-  // 3. Decode in parallel blocks, writing the images that decode to the store.
+  // 3. Decode in parallel blocks, writing the images (clips) that decode to the store.
   const int64_t n_all = static_cast<int64_t>(samples.size());
   h5::AtomicFile atomic(out_path);
   h5::File f = h5::File::Create(atomic);
+  const ClipSampling sampling = opts.Sampling();
+  const int T = video ? sampling.frames : 1;  // frames per sample
+  const char* data_name = video ? "clips" : "images";
   int H = m.image.size, W = m.image.size, C = m.image.channels;
   bool created = false;
-  int64_t written = 0;
+  int64_t written = 0, padded = 0;
   std::vector<int64_t> kept_labels;
-  std::vector<std::string> kept_tags, kept_origins, bad;
+  std::vector<std::string> kept_tags, kept_origins, bad, bad_why;
+  std::vector<double> frame_rates;                            // clips: per kept video
+  std::vector<int64_t> source_frames, frame_indices;          // clips: per kept video; T per video
   std::unordered_map<std::string, std::string> pixel_hashes;  // --check-pixel-duplicates
   std::vector<std::string> pixel_dups;
   std::vector<double> sums;  // per kept sample: C sums then C sums of squares (pixel/255)
-  Progress progress("decoding " + m.name, n_all, "images");
-  int64_t decoder_lines = 0;  // the image decoders' own stderr lines, counted, not shown
-  for (int64_t b0 = 0; b0 < n_all; b0 += opts.block) {
-    int64_t bn = std::min(opts.block, n_all - b0);
-    std::vector<cv::Mat> imgs(static_cast<size_t>(bn));
+  Progress progress("decoding " + m.name, n_all, video ? "videos" : "images");
+  int64_t decoder_lines = 0;  // the decoders' own stderr lines, counted, not shown
+  // --block bounds the frames in memory: a block of videos holds block / T clips.
+  const int64_t block = video ? std::max<int64_t>(1, opts.block / T) : opts.block;
+  for (int64_t b0 = 0; b0 < n_all; b0 += block) {
+    int64_t bn = std::min(block, n_all - b0);
+    std::vector<DecodedClip> clips(static_cast<size_t>(bn));  // an image is a clip of one frame
     {
       DecoderChatter chatter;
       ParallelFor(bn, threads, [&](int64_t k) {
         RawSample& s = samples[static_cast<size_t>(b0 + k)];
-        imgs[static_cast<size_t>(k)] = s.file.empty() ? ConvertImage(s.pixels, m.image, /*is_bgr=*/false)
-                                                      : LoadAndConvert(s.file, m.image);
+        DecodedClip& c = clips[static_cast<size_t>(k)];
+        if (s.media == "video") {
+          c = DecodeVideoClip(s.file, m.image, sampling);
+        } else if (s.media == "frames") {
+          c = DecodeFrameFolderClip(s.file, m.image, sampling, s.frame_rate);
+        } else {
+          cv::Mat img = s.file.empty() ? ConvertImage(s.pixels, m.image, /*is_bgr=*/false)
+                                       : LoadAndConvert(s.file, m.image);
+          if (img.empty())
+            c.error = "cannot be decoded";
+          else
+            c.frames.push_back(img);
+        }
         s.pixels.release();
         progress.Add();
       });
       chatter.Restore();
       decoder_lines += chatter.suppressed();
     }
-    std::vector<uint8_t> block_pixels;  // the block's good images, written with one call
+    std::vector<uint8_t> block_pixels;  // the block's good samples, written with one call
     int64_t block_good = 0;
     for (int64_t k = 0; k < bn; ++k) {
       const RawSample& s = samples[static_cast<size_t>(b0 + k)];
-      cv::Mat& img = imgs[static_cast<size_t>(k)];
-      if (img.empty()) {
+      DecodedClip& clip = clips[static_cast<size_t>(k)];
+      if (!clip.error.empty()) {
         bad.push_back(s.file);
+        const std::string why = WhyUnreadable(s.file);  // the file system's reason comes first
+        bad_why.push_back(!why.empty() || !video ? why : " (" + clip.error + ")");
         continue;
       }
+      const cv::Mat& first = clip.frames[0];
       if (!created) {
         if (H == 0) {
-          H = img.rows;
-          W = img.cols;
+          H = first.rows;
+          W = first.cols;
         }
         h5::DatasetOptions o;
         o.gzip = opts.gzip;
         o.extendable = true;
-        o.chunk_rows = std::max<int64_t>(1, (256 << 10) / (static_cast<int64_t>(H) * W * C));
-        f.CreateDataset("images", h5::DType::kUInt8, {n_all, H, W, C}, o);
+        // Images: about 256 KiB a chunk. Clips: one clip a chunk, so a clip is one contiguous read.
+        o.chunk_rows =
+            video ? 1 : std::max<int64_t>(1, (256 << 10) / (static_cast<int64_t>(H) * W * C));
+        h5::Shape shape = video ? h5::Shape{n_all, T, H, W, C} : h5::Shape{n_all, H, W, C};
+        f.CreateDataset(data_name, h5::DType::kUInt8, shape, o);
         created = true;
       }
-      if (img.rows != H || img.cols != W)
-        throw Error(Msg(s.origin, ": image is ", img.cols, "x", img.rows, " but earlier ones are ", W,
-                        "x", H, "; set image.size in ", m.path, " to resize them all"));
-      block_pixels.insert(block_pixels.end(), img.data, img.data + img.total() * img.elemSize());
+      if (first.rows != H || first.cols != W)
+        throw Error(Msg(s.origin, ": ", video ? "frames are " : "image is ", first.cols, "x",
+                        first.rows, " but earlier ones are ", W, "x", H, "; set image.size in ",
+                        m.path, " to resize them all"));
+      Sha256 h;
+      double acc[6] = {0, 0, 0, 0, 0, 0};
+      for (const cv::Mat& img : clip.frames) {
+        block_pixels.insert(block_pixels.end(), img.data, img.data + img.total() * img.elemSize());
+        if (opts.check_pixel_duplicates) h.Update(img.data, img.total() * img.elemSize());
+        const uint8_t* p = img.data;
+        const int64_t px = static_cast<int64_t>(H) * W;
+        for (int64_t q = 0; q < px; ++q)
+          for (int c = 0; c < C; ++c) {
+            double v = p[q * C + c] / 255.0;
+            acc[c] += v;
+            acc[3 + c] += v * v;
+          }
+      }
       ++block_good;
       if (opts.check_pixel_duplicates) {
-        Sha256 h;
-        h.Update(img.data, img.total() * img.elemSize());
         auto [it, fresh] = pixel_hashes.emplace(h.HexDigest(), s.origin);
         if (!fresh) pixel_dups.push_back(Msg(s.origin, " = ", it->second));
       }
-      double acc[6] = {0, 0, 0, 0, 0, 0};
-      const uint8_t* p = img.data;
-      const int64_t px = static_cast<int64_t>(H) * W;
-      for (int64_t q = 0; q < px; ++q)
-        for (int c = 0; c < C; ++c) {
-          double v = p[q * C + c] / 255.0;
-          acc[c] += v;
-          acc[3 + c] += v * v;
-        }
       for (int c = 0; c < C; ++c) sums.push_back(acc[c]);
       for (int c = 0; c < C; ++c) sums.push_back(acc[3 + c]);
       kept_labels.push_back(s.label);
       kept_tags.push_back(s.split);
       kept_origins.push_back(s.origin);
+      if (video) {
+        frame_rates.push_back(clip.frame_rate);
+        source_frames.push_back(clip.num_source_frames);
+        frame_indices.insert(frame_indices.end(), clip.indices.begin(), clip.indices.end());
+        padded += clip.padded ? 1 : 0;
+      }
     }
-    if (block_good > 0) f.WriteRows("images", written, block_good, block_pixels.data());
+    if (block_good > 0) f.WriteRows(data_name, written, block_good, block_pixels.data());
     written += block_good;
   }
   progress.Finish();
   if (decoder_lines > 0)
-    MVLOG(2) << m.name << ": " << decoder_lines << " diagnostic line(s) of the image decoders not shown";
+    MVLOG(2) << m.name << ": " << decoder_lines << " diagnostic line(s) of the decoders not shown";
 
   if (!bad.empty()) {
     std::string list;
-    for (size_t i = 0; i < bad.size() && i < 20; ++i) list += "\n  " + bad[i] + WhyUnreadable(bad[i]);
+    for (size_t i = 0; i < bad.size() && i < 20; ++i) list += "\n  " + bad[i] + bad_why[i];
     if (!opts.skip_bad)
-      throw Error(Msg(m.name, ": ", bad.size(), " image(s) could not be read (use --skip-bad to skip ",
-                      "them):", list, bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : ""));
-    MLOG(WARNING) << m.name << ": skipped " << bad.size() << " unreadable image(s):" << list;
+      throw Error(Msg(m.name, ": ", bad.size(), " ", unit,
+                      "(s) could not be read (use --skip-bad to skip ", "them):", list,
+                      bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : ""));
+    MLOG(WARNING) << m.name << ": skipped " << bad.size() << " unreadable " << unit
+                  << "(s):" << list
+                  << (bad.size() > 20 ? Msg("\n  ... and ", bad.size() - 20, " more") : "");
   }
-  if (written == 0) throw Error(Msg(m.path, ": no readable images"));
+  if (written == 0) throw Error(Msg(m.path, ": no readable ", unit, "s"));
   if (!pixel_dups.empty()) {
     std::string list;
     for (size_t i = 0; i < pixel_dups.size() && i < 20; ++i) list += "\n  " + pixel_dups[i];
-    throw Error(Msg(m.path, ": ", pixel_dups.size(), " image(s) have exactly the pixels of an earlier one "
-                    "(stored at the manifest's size; --check-pixel-duplicates):", list,
-                    pixel_dups.size() > 20 ? Msg("\n  ... and ", pixel_dups.size() - 20, " more") : ""));
+    throw Error(Msg(
+        m.path, ": ", pixel_dups.size(), " ", unit,
+        "(s) have exactly the pixels of an earlier one "
+        "(stored at the manifest's size; --check-pixel-duplicates):",
+        list, pixel_dups.size() > 20 ? Msg("\n  ... and ", pixel_dups.size() - 20, " more") : ""));
   }
-  f.Resize("images", written);
+  if (padded > 0)
+    MLOG(INFO) << m.name << ": " << padded << " short video(s) (fewer than "
+               << sampling.FramesNeeded()
+               << " frames) padded by repeating frames (--short-video pad)";
+  f.Resize(data_name, written);
 
   // 4. Classes must all be present; splits.
   check_classes(kept_labels);
@@ -461,8 +574,9 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
       for (const auto& [name, cnt] : per_split)
         if (cnt[static_cast<size_t>(c)] == 0) missing.push_back(name);
       if (!missing.empty())
-        lines.push_back(Msg("'", classes[static_cast<size_t>(c)], "' (", total[static_cast<size_t>(c)],
-                            " image(s)) has none in ", JoinNames(missing)));
+        lines.push_back(Msg("'", classes[static_cast<size_t>(c)], "' (",
+                            total[static_cast<size_t>(c)], " ", unit, "(s)) has none in ",
+                            JoinNames(missing)));
     }
     if (!lines.empty()) {
       std::string list;
@@ -478,7 +592,7 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
     std::vector<double> s(static_cast<size_t>(2 * C), 0.0);
     for (int64_t i : splits["train"])
       for (int k = 0; k < 2 * C; ++k) s[static_cast<size_t>(k)] += sums[static_cast<size_t>(i * 2 * C + k)];
-    double n = static_cast<double>(splits["train"].size()) * H * W;
+    double n = static_cast<double>(splits["train"].size()) * T * H * W;
     mean.assign(static_cast<size_t>(C), 0.0);
     stdv.assign(static_cast<size_t>(C), 0.0);
     for (int c = 0; c < C; ++c) {
@@ -495,13 +609,27 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   f.WriteStrings("skipped", bad);
   for (const auto& [name, idx] : splits)
     f.Write("splits/" + name, h5::DType::kInt64, {static_cast<int64_t>(idx.size())}, idx.data());
-  f.SetAttr("/", "format", kImageStoreFormat);
-  f.SetAttr("/", "format_version", static_cast<int64_t>(kImageStoreVersion));
+  if (video) {
+    f.Write("frame_rate", h5::DType::kFloat64, {written}, frame_rates.data());
+    f.Write("num_source_frames", h5::DType::kInt64, {written}, source_frames.data());
+    h5::DatasetOptions o;
+    o.chunk_rows = std::max<int64_t>(1, 4096 / T);
+    f.Write("frame_indices", h5::DType::kInt64, {written, T}, frame_indices.data(), o);
+  }
+  f.SetAttr("/", "format", video ? kClipStoreFormat : kImageStoreFormat);
+  f.SetAttr("/", "format_version",
+            static_cast<int64_t>(video ? kClipStoreVersion : kImageStoreVersion));
   f.SetAttr("/", "name", m.name);
+  if (video) {
+    f.SetAttr("/", "frames", static_cast<int64_t>(T));
+    f.SetJsonAttr("/", "sampling", sampling.ToJson());
+    f.SetAttr("/", "num_padded", padded);
+    if (split_id > 0) f.SetAttr("/", "split_id", static_cast<int64_t>(split_id));
+  }
   f.SetAttr("/", "height", static_cast<int64_t>(H));
   f.SetAttr("/", "width", static_cast<int64_t>(W));
   f.SetAttr("/", "channels", static_cast<int64_t>(C));
-  f.SetAttr("/", "layout", "NHWC");
+  f.SetAttr("/", "layout", video ? "NTHWC" : "NHWC");
   f.SetAttr("/", "color", C == 3 ? "RGB" : "gray");
   f.SetAttr("/", "resize", m.image.size > 0 ? m.image.resize : "none");
   f.SetAttr("/", "mean", mean);
@@ -521,6 +649,8 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
   sum.height = H;
   sum.width = W;
   sum.channels = C;
+  sum.frames = video ? T : 0;
+  sum.num_padded = padded;
   for (const auto& [name, idx] : splits) sum.split_sizes[name] = static_cast<int64_t>(idx.size());
   sum.mean = mean;
   sum.std = stdv;

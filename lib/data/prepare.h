@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "data/clips.h"
 #include "data/manifest.h"
 
 namespace mlfd {
@@ -21,9 +22,18 @@ struct PrepareOptions {
   int64_t block = 2048;            // images decoded per parallel block (bounds memory)
   int64_t max_train_per_class = 0; // > 0: overrides the manifest's split.max_train_per_class
   bool check_pixel_duplicates = false;  // refuse identical decoded images (not only identical paths)
+  // Video sources (a clip store): uniform sampling of `frames` (0 = 16) per video, or every
+  // `frame_step`-th frame up to `max_frames`; a short video padded by repeating frames or refused.
+  int frames = 0;
+  int frame_step = 0;
+  int max_frames = 0;
+  std::string short_video = "pad";  // pad | refuse
+  int split_id = 0;                 // ucf101 / hmdb51 sources: official split 1..3 (0 = manifest's)
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
   void Check(const std::string& prefix = "") const;
+  // The clip sampling the video options ask for (after Check()).
+  ClipSampling Sampling() const;
 };
 
 struct PrepareSummary {
@@ -31,13 +41,15 @@ struct PrepareSummary {
   int64_t num_skipped = 0;
   int num_classes = 0;
   int height = 0, width = 0, channels = 0;
+  int frames = 0;          // clip stores: frames per clip (0 for an image store)
+  int64_t num_padded = 0;  // clip stores: short videos padded by repeating frames
   std::map<std::string, int64_t> split_sizes;
   std::vector<double> mean, std;
 };
 
 // Reads every source of the manifest, decodes and resizes images on `threads` threads, assigns
-// splits and writes the store atomically to `out_path`. Throws Error on bad input; then no
-// output file exists.
+// splits and writes the store atomically to `out_path`: an image store, or a clip store when the
+// manifest's sources are videos. Throws Error on bad input; then no output file exists.
 PrepareSummary PrepareData(const std::string& manifest_path, const std::string& out_path,
                            const PrepareOptions& opts, Provenance provenance, int threads);
 

@@ -94,8 +94,6 @@ std::vector<std::string> SplitFields(const std::string& line, const std::string&
   return out;
 }
 
-namespace {
-
 std::string SplitOf(const JsonView& s) {
   std::string sp = s.Str("split", "");
   return sp == "all" ? "" : sp;
@@ -123,6 +121,8 @@ std::vector<std::string> ListDir(const std::string& dir, bool want_dirs) {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+namespace {
 
 uint32_t BigEndian32(const std::string& b, size_t off) {
   return (uint32_t(uint8_t(b[off])) << 24) | (uint32_t(uint8_t(b[off + 1])) << 16) |
@@ -314,6 +314,10 @@ std::vector<RawSample> ReadSource(const SourceContext& ctx) {
   if (k == "cifar_binary") return ReadCifarBinarySource(ctx);
   if (k == "cub200") return ReadCub200Source(ctx);
   if (k == "flowers102") return ReadFlowers102Source(ctx);
+  if (k == "video_folder") return ReadVideoFolderSource(ctx);
+  if (k == "frame_folder") return ReadFrameFolderSource(ctx);
+  if (k == "ucf101") return ReadUcf101Source(ctx);
+  if (k == "hmdb51") return ReadHmdb51Source(ctx);
   throw Error(Msg(ctx.manifest.path, ": ", ctx.source.key_path, ".kind: unknown source kind '", k, "'"));
 }
 
