@@ -184,7 +184,8 @@ TEST_CASE("two writers of one output: the second refuses naming the first, whose
   CHECK(second.err == Msg("train_teacher: error: ", out, ": another process (pid ", first_pid,
                           ") is writing this output; wait for it to finish or choose another output path\n"));
   CHECK(second.out.empty());  // no summary of a checkpoint it did not write
-  for (int i = 0; i < 1200 && !mlfd_test::FileExists(tmp / "first.rc"); ++i) usleep(100000);
+  // The first writer takes about 10 s alone; up to 10 minutes on a machine loaded by other jobs.
+  for (int i = 0; i < 6000 && !mlfd_test::FileExists(tmp / "first.rc"); ++i) usleep(100000);
   REQUIRE(mlfd_test::FileExists(tmp / "first.rc"));
   INFO(mlfd_test::ReadText(tmp / "first.err"));
   CHECK(mlfd_test::ReadText(tmp / "first.rc") == "0\n");

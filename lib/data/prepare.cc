@@ -311,6 +311,7 @@ PrepareSummary PrepareData(const std::string& manifest_path, const std::string& 
                            const PrepareOptions& opts, Provenance provenance, int threads) {
   opts.Check();  // (the app checks them already; a library caller may not have)
   DeclareInput("manifest", manifest_path);
+  DeclareOutput("", out_path);  // before the manifest is read: an output onto it is refused as such
   Manifest m = LoadManifest(manifest_path);
   const bool video = IsVideoSourceKind(m.sources[0].kind);  // all sources are alike (LoadManifest)
   h5::CheckOutputPath(out_path, video ? kClipStoreFormat : kImageStoreFormat);
