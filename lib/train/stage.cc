@@ -262,7 +262,9 @@ ClassificationMetrics Stage::Validate(Net& net, const HeadInfo& info, const std:
 
 ClassificationMetrics Stage::Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
                                       const AugmentConfig& eval) {
-  Predictions p = Predict(net, info, store, store->split(opts_.val_split), eval, device_, 256, opts_.loop.workers);
+  // A clip is T images: validate in batches of the training batch, which is known to fit.
+  Predictions p = Predict(net, info, store, store->split(opts_.val_split), eval, device_,
+                          std::min<int64_t>(256, opts_.batch_size), opts_.loop.workers);
   return ComputeMetrics(p.logits, p.labels, store->num_classes());
 }
 

@@ -122,7 +122,7 @@ class Stage {
   // Top-1 and NLL of `net`'s `info` head on the validation split of `store`.
   ClassificationMetrics Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ImageStore>& store,
                                  const AugmentConfig& eval);
-  // Clips: the centred temporal crop of `info.frames` frames.
+  // Clips: the centred temporal crop of `info.frames` frames, in batches of at most --batch-size.
   ClassificationMetrics Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
                                  const AugmentConfig& eval);
   // The validation record of a stage over its datasets (head infos[i] on stores[i]):
