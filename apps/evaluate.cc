@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
     mlfd::CommandLine cli(
         {"evaluate",
          "Evaluates any checkpoint this project writes (teacher, joint baseline, joint teacher, "
-         "student) on one split of an image store, choosing the head for the store's dataset: "
+         "student) on one split of an image store (a video network: of a clip store, on the centred "
+         "temporal crop or the mean logits of --clips crops per video), choosing the head for the store's dataset: "
          "top-1, top-5, per-class accuracy, confusion matrix, NLL and expected calibration error "
          "as JSON on stdout (and --out); optionally a confusion-matrix PNG and training-curve PNGs "
          "drawn from the run's per-epoch metrics.",
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
     opts.Register(cli.options());
     std::string ckpt, store;
     cli.AddPositional("checkpoint", &ckpt, "checkpoint (.h5)");
-    cli.AddPositional("store", &store, "image store (.h5)");
+    cli.AddPositional("store", &store, "image store (.h5), or clip store for a video network");
     mlfd::dist::RequireSingleProcess("evaluate");
     if (!cli.Parse(argc, argv)) return 0;
     opts.Check();

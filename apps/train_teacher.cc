@@ -18,7 +18,9 @@ int main(int argc, char** argv) {
          "the validation split) to --out, the last one with optimiser state to <out>.last.h5 "
          "(for --resume) and per-epoch metrics to <out>.metrics.jsonl. With several stores it "
          "trains the joint-training baseline: one backbone on all datasets at once, with one head "
-         "per dataset or one concatenated label space, every step drawing from every dataset.",
+         "per dataset or one concatenated label space, every step drawing from every dataset. A video "
+         "network (r3d_18, mc3_18, r2plus1d_18) trains the same way on clip stores, on random "
+         "temporal crops of --clip-frames frames.",
          "train_teacher [options] --out <ckpt.h5> <store.h5> [<store2.h5> ...]",
          "train_teacher --arch resnet18 --small-stem --width 0.25 --embed-dim 128 --epochs 8 "
          "--optimizer sgd --lr 0.1 --pad 2 --out runs/demo/teachers/mnist.h5 runs/demo/data/mnist.h5"});
@@ -27,7 +29,7 @@ int main(int argc, char** argv) {
     std::string out;
     std::vector<std::string> stores;
     cli.options().add_options()("out", mlfd::po::value(&out), "output checkpoint (.h5)");
-    cli.AddPositionalList("store", &stores, "image store(s) written by prepare_data");
+    cli.AddPositionalList("store", &stores, "image store(s) written by prepare_data (clip stores for a video --arch)");
     if (!cli.Parse(argc, argv)) return 0;
     if (out.empty()) throw mlfd::UsageError("--out is required");
     opts.Check();

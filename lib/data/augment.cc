@@ -4,6 +4,8 @@
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
+#include "util/error.h"
+
 namespace mlfd {
 namespace aug {
 namespace {
@@ -263,6 +265,35 @@ cv::Mat Augment(const cv::Mat& img, const AugmentConfig& cfg, std::mt19937_64& r
   if (x.data == img.data) x = img.clone();
   if (!x.isContinuous()) x = x.clone();
   return x;
+}
+
+std::vector<cv::Mat> AugmentClip(const std::vector<cv::Mat>& frames, const AugmentConfig& cfg, std::mt19937_64& rng) {
+  std::vector<cv::Mat> out;
+  out.reserve(frames.size());
+  std::mt19937_64 last = rng;
+  for (const cv::Mat& f : frames) {
+    last = rng;  // the same draw for every frame
+    out.push_back(Augment(f, cfg, last));
+  }
+  rng = last;
+  return out;
+}
+
+std::vector<int> TemporalCropStarts(int stored, int frames, int views) {
+  if (frames < 1 || frames > stored || views < 1)
+    throw Error(Msg("internal: temporal crops of ", frames, " frames out of ", stored, ", ", views, " views"));
+  const int span = stored - frames;
+  if (views == 1) return {span / 2};
+  std::vector<int> starts;
+  for (int j = 0; j < views; ++j)
+    starts.push_back(static_cast<int>(std::lround(static_cast<double>(j) * span / (views - 1))));
+  return starts;
+}
+
+int RandomTemporalStart(int stored, int frames, std::mt19937_64& rng) {
+  if (frames < 1 || frames > stored)
+    throw Error(Msg("internal: a temporal crop of ", frames, " frames out of ", stored));
+  return static_cast<int>(rng() % static_cast<uint64_t>(stored - frames + 1));
 }
 
 }  // namespace mlfd

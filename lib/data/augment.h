@@ -6,6 +6,7 @@
 #include <opencv2/core.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace mlfd {
 
@@ -24,6 +25,18 @@ struct AugmentConfig {
 cv::Mat Augment(const cv::Mat& img, const AugmentConfig& cfg, std::mt19937_64& rng);
 // Evaluation transform: only the resize to out_size (bilinear), or a copy.
 cv::Mat EvalTransform(const cv::Mat& img, const AugmentConfig& cfg);
+
+// Clips: one random draw per clip, the same transform on every frame (each frame is augmented with
+// a copy of the same rng state, so crops, flips and AutoAugment's choice of operations and
+// magnitudes agree across frames). `rng` ends as after one frame's Augment.
+std::vector<cv::Mat> AugmentClip(const std::vector<cv::Mat>& frames, const AugmentConfig& cfg, std::mt19937_64& rng);
+
+// Temporal crops of `frames` consecutive frames out of `stored` (frames <= stored): the first
+// frame of `views` crops spaced uniformly from the first possible start to the last (views = 1:
+// the centred crop), as action-recognition papers evaluate several clips per video.
+std::vector<int> TemporalCropStarts(int stored, int frames, int views);
+// Training: a uniformly random start in 0..stored - frames.
+int RandomTemporalStart(int stored, int frames, std::mt19937_64& rng);
 
 // AutoAugment, ImageNet policy: one of 25 sub-policies of two (op, probability, magnitude bin).
 cv::Mat AutoAugmentImageNet(const cv::Mat& img, std::mt19937_64& rng);

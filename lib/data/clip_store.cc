@@ -11,6 +11,11 @@
 
 namespace mlfd {
 
+bool IsClipStore(const std::string& path) {
+  h5::File f = h5::File::Open(path);
+  return f.HasAttr("/", "format") && f.GetStringAttr("/", "format") == kClipStoreFormat;
+}
+
 ClipStore ClipStore::Open(const std::string& path) {
   ClipStore s;
   s.path_ = path;

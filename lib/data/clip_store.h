@@ -17,6 +17,9 @@ namespace mlfd {
 inline constexpr const char* kClipStoreFormat = "mlfd.clip_store";
 inline constexpr int kClipStoreVersion = 1;
 
+// Whether `path` is a clip store (format attribute "mlfd.clip_store"); an unreadable file throws.
+bool IsClipStore(const std::string& path);
+
 class ClipStore {
  public:
   // Opens and validates a clip store; errors name the file and what is wrong (an image store is

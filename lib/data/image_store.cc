@@ -98,9 +98,14 @@ RowFold RowFold::Parse(const std::string& text, uint64_t seed) {
 std::string RowFold::ToString() const { return active() ? Msg(index, "/", count) : std::string("none"); }
 
 std::vector<int64_t> RowFold::Select(const ImageStore& store, const std::vector<int64_t>& rows, bool held_out) const {
+  return Select(store.labels(), rows, held_out);
+}
+
+std::vector<int64_t> RowFold::Select(const std::vector<int64_t>& labels, const std::vector<int64_t>& rows,
+                                     bool held_out) const {
   if (!active()) return rows;
   std::map<int64_t, std::vector<int64_t>> by_class;
-  for (int64_t r : rows) by_class[store.labels().at(static_cast<size_t>(r))].push_back(r);
+  for (int64_t r : rows) by_class[labels.at(static_cast<size_t>(r))].push_back(r);
   std::vector<int64_t> out;
   for (auto& [label, members] : by_class) {
     std::sort(members.begin(), members.end());

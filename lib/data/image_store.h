@@ -32,6 +32,8 @@ struct RowFold {
   // trains on) or in it (held_out = true: the rows it never saw), sorted. The folds of the same rows
   // with the same count and seed partition them; without a fold every row is returned.
   std::vector<int64_t> Select(const ImageStore& store, const std::vector<int64_t>& rows, bool held_out) const;
+  // The same over the labels of any store (a clip store's, indexed by row).
+  std::vector<int64_t> Select(const std::vector<int64_t>& labels, const std::vector<int64_t>& rows, bool held_out) const;
 };
 
 class ImageStore {

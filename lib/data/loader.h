@@ -1,8 +1,9 @@
-// Batches for training and evaluation: samples from one or several image stores, shuffled with a
-// fresh seeded permutation every epoch, augmented with OpenCV in worker threads (each sample's
-// randomness derives from (seed, epoch, position), so results do not depend on thread timing),
-// normalised with each store's mean/std and assembled into float N x C x H x W tensors, with a
-// bounded prefetch queue that keeps the training step fed.
+// Batches for training and evaluation: samples from one or several image stores (or clip stores),
+// shuffled with a fresh seeded permutation every epoch, augmented with OpenCV in worker threads
+// (each sample's randomness derives from (seed, epoch, position), so results do not depend on
+// thread timing), normalised with each store's mean/std and assembled into float N x C x H x W
+// tensors (clips: N x C x T x H x W, a temporal crop of T stored frames), with a bounded prefetch
+// queue that keeps the training step fed.
 #pragma once
 
 #include <torch/types.h>
@@ -18,19 +19,20 @@
 #include <vector>
 
 #include "data/augment.h"
+#include "data/clip_store.h"
 #include "data/image_store.h"
 
 namespace mlfd {
 
 struct Batch {
-  torch::Tensor images;    // float32 N x C x H x W, normalised
+  torch::Tensor images;    // float32 N x C x H x W (clips: N x C x T x H x W), normalised
   torch::Tensor labels;    // int64 N: class index within the sample's own dataset
   torch::Tensor dataset;   // int64 N: which source (0..m-1) each sample comes from
   torch::Tensor indices;   // int64 N: row in that source's image store
   int64_t step = 0;        // batch number within the epoch
 };
 
-// One dataset's share of the batches.
+// One dataset's share of the batches: an image store, or (with `store` null) a clip store.
 struct LoaderSource {
   std::shared_ptr<const ImageStore> store;
   std::vector<int64_t> indices;  // rows to draw from (e.g. the train split)
@@ -38,6 +40,7 @@ struct LoaderSource {
   // Normalisation to apply (per channel, [0,1] units); empty = the store's own mean/std. A model
   // applied to another dataset's images normalises them as it was trained.
   std::vector<double> mean, std;
+  std::shared_ptr<const ClipStore> clips;  // a clip source (then `store` is null)
 };
 
 struct LoaderOptions {
@@ -49,6 +52,11 @@ struct LoaderOptions {
   int workers = 2;         // threads assembling batches
   int prefetch = 4;        // batches ready ahead of the consumer
   bool cache_in_memory = true;  // read the needed rows of each store into memory once
+  // Clip sources: frames per temporal crop (0 = all stored frames). Training draws a random crop
+  // per clip (and one augmentation draw applied to all its frames); otherwise the crop is view
+  // `clip_view` of `clip_views` uniformly spaced ones (TemporalCropStarts; 1 view = centred).
+  int clip_frames = 0;
+  int clip_views = 1, clip_view = 0;
   // Data-parallel shard (0 = none): this process draws, per source, PyTorch DistributedSampler's
   // share of a permutation seeded seed + epoch (dist::ShardOrder), `shard_world` processes in all.
   int shard_rank = 0, shard_world = 0;
@@ -74,6 +82,7 @@ class Loader {
   bool Next(Batch* batch);
   int channels() const { return channels_; }
   int out_size() const { return out_h_; }
+  int frames() const { return frames_; }  // frames per clip in a batch; 0 for image sources
 
  private:
   struct Plan;  // per-epoch sample order
@@ -81,14 +90,22 @@ class Loader {
   void Stop();
   void Work(int worker, std::shared_ptr<Plan> plan);
   Batch Assemble(const Plan& plan, int64_t step) const;
-  cv::Mat Image(size_t source, int64_t row) const;
+  // Sample `row` of source s (an image, or a clip's T frames), from the cache or read into *buf.
+  const uint8_t* Sample(size_t s, int64_t row, std::vector<uint8_t>* buf) const;
+  // What every source has, whether image or clip store.
+  template <class F>
+  decltype(auto) Visit(size_t s, F f) const {
+    return sources_[s].clips ? f(*sources_[s].clips) : f(*sources_[s].store);
+  }
+  const std::string& Path(size_t s) const;
+  int64_t SampleBytes(size_t s) const;
 
   std::vector<LoaderSource> sources_;
   LoaderOptions opts_;
   int64_t steps_ = 0;
-  int channels_ = 0, out_h_ = 0, out_w_ = 0;
+  int channels_ = 0, out_h_ = 0, out_w_ = 0, frames_ = 0;
   std::vector<std::vector<uint8_t>> cache_;        // per source: cached rows
-  std::vector<std::vector<int64_t>> cache_slot_;   // per source: row -> slot in cache (-1 absent)
+  std::vector<std::vector<int64_t>> cache_slot_;   // per source: row -> slot in cache (-1 absent; empty: not cached)
   mutable std::mutex read_mutex_;                  // HDF5 reads are not thread-safe
 
   std::vector<std::thread> threads_;

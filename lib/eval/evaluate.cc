@@ -6,6 +6,7 @@
 
 #include <sstream>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "eval/metrics.h"
 #include "eval/plot.h"
@@ -39,7 +40,10 @@ void EvaluateOptions::Register(po::options_description& d) {
       "metrics-file", po::value(&metrics_file), "per-epoch metrics (default <checkpoint stem>.metrics.jsonl)")(
       "device", po::value(&device)->default_value(device), "auto | cpu | cuda[:i]")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "images per forward pass")(
-      "workers", po::value(&workers)->default_value(workers), "loader threads");
+      "workers", po::value(&workers)->default_value(workers), "loader threads")(
+      "clips", po::value(&clips)->default_value(clips),
+      "video networks: average the logits of this many uniformly spaced temporal crops per video "
+      "(1 = the centred crop)");
 }
 
 void EvaluateOptions::Check() const {
@@ -47,6 +51,7 @@ void EvaluateOptions::Check() const {
   c.Require(!split.empty(), "split", "must not be empty");
   c.Require(batch_size >= 1, "batch-size", "must be >= 1");
   c.Require(workers >= 1, "workers", "must be >= 1");
+  c.Require(clips >= 1 && clips <= 64, "clips", "must be in 1..64");
   c.Throw();
 }
 
@@ -69,29 +74,25 @@ std::pair<std::string, std::string> CurvesPngs(const std::string& metrics_path, 
   return {LinesPng({train_acc, val_acc}, title + ": accuracy", "epoch", "top-1"),
           LinesPng({train_loss}, title + ": training loss", "epoch", "loss")};
 }
-}  // namespace
 
-nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_path,
-                        const EvaluateOptions& opts, const nlohmann::json& provenance) {
-  // What the command reads and writes, checked before any work: no output may replace an input or
-  // another output, or a file of another kind.
-  DeclareInput("checkpoint", checkpoint);
-  DeclareInput("store", store_path);
+Predictions PredictSplit(Net& net, const HeadInfo& info, const std::shared_ptr<const ImageStore>& store,
+                         const std::string& split, const AugmentConfig& eval, torch::Device device,
+                         const EvaluateOptions& opts) {
+  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers);
+}
+Predictions PredictSplit(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
+                         const std::string& split, const AugmentConfig& eval, torch::Device device,
+                         const EvaluateOptions& opts) {
+  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers, opts.clips);
+}
+
+// The evaluation proper, on an image store or (video networks) a clip store.
+template <class Store>
+nlohmann::json EvaluateOn(const std::string& checkpoint, const std::string& store_path, LoadedCheckpoint& ck,
+                          const EvaluateOptions& opts, const nlohmann::json& provenance, torch::Device device,
+                          const std::string& metrics_file, const std::string& loss_png) {
   const bool curves = !opts.curves_png.empty();
-  const std::string metrics_file =
-      !curves ? "" : opts.metrics_file.empty() ? StripExtension(checkpoint) + ".metrics.jsonl" : opts.metrics_file;
-  const std::string loss_png = curves ? StripExtension(opts.curves_png) + ".loss.png" : "";
-  if (curves) DeclareInput("metrics file", metrics_file);
-  if (!opts.out.empty()) CheckTextOutput("--out", opts.out, OutputKind::kJson);
-  if (!opts.confusion_png.empty()) CheckTextOutput("--confusion-png", opts.confusion_png, OutputKind::kPng);
-  if (curves) {
-    CheckTextOutput("--curves-png", opts.curves_png, OutputKind::kPng);
-    CheckTextOutput("the loss plot of --curves-png", loss_png, OutputKind::kPng, /*ours_only=*/true);
-  }
-  if (!opts.logits_out.empty()) h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
-  torch::Device device = ParseDevice(opts.device);
-  LoadedCheckpoint ck = LoadCheckpoint(checkpoint);
-  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
+  auto store = std::make_shared<const Store>(Store::Open(store_path));
   std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
   const HeadInfo& info = ck.meta.Dataset(ds, checkpoint);
   if (store->channels() != info.channels)
@@ -106,8 +107,7 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
   AugmentConfig eval;
   eval.out_size = (info.height == store->height() && info.width == store->width()) ? 0 : info.height;
   PrepareFrozen(*ck.net);  // BatchNorm folded, channels-last: the network only runs frozen here
-  Predictions p = Predict(ck.net, info, store, store->split(opts.split), eval, device, opts.batch_size,
-                          opts.workers);
+  Predictions p = PredictSplit(ck.net, info, store, opts.split, eval, device, opts);
   ClassificationMetrics m = ComputeMetrics(p.logits, p.labels, store->num_classes());
   nlohmann::json j = {{"checkpoint", checkpoint},
                       {"checkpoint_sha256", ck.sha256},
@@ -124,6 +124,10 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
                       {"provenance", provenance}};
   if (!opts.name.empty()) j["name"] = opts.name;
   if (!opts.note.empty()) j["note"] = opts.note;
+  if (info.frames > 0) {  // a video network: how its clips were cropped
+    j["frames"] = info.frames;
+    j["clips"] = opts.clips;
+  }
   {  // the seed the checkpoint was trained with: the report pairs runs of one seed
     h5::File f = h5::File::Open(checkpoint);
     if (f.HasAttr("/", "provenance")) {
@@ -135,8 +139,7 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
   if (!opts.val_split.empty() && opts.val_split != opts.split) {
     auto names = store->split_names();
     if (std::find(names.begin(), names.end(), opts.val_split) != names.end()) {
-      Predictions pv = Predict(ck.net, info, store, store->split(opts.val_split), eval, device, opts.batch_size,
-                               opts.workers);
+      Predictions pv = PredictSplit(ck.net, info, store, opts.val_split, eval, device, opts);
       j["val_top1"] = ComputeMetrics(pv.logits, pv.labels, store->num_classes()).top1;
       j["val_split"] = opts.val_split;
     }
@@ -175,8 +178,39 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
   if (logits) logits->Commit();
   staged.Commit();
   MLOG(INFO) << ds << " " << opts.split << ": top-1 " << m.top1 << ", top-5 " << m.top5 << ", NLL "
-             << m.nll << ", ECE " << m.ece << " (" << m.count << " images)";
+             << m.nll << ", ECE " << m.ece << " (" << m.count
+             << (std::is_same<Store, ClipStore>::value ? Msg(" videos, ", opts.clips, " temporal crop(s) each)") : std::string(" images)"));
   return j;
+}
+
+}  // namespace
+
+nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_path,
+                        const EvaluateOptions& opts, const nlohmann::json& provenance) {
+  // What the command reads and writes, checked before any work: no output may replace an input or
+  // another output, or a file of another kind.
+  DeclareInput("checkpoint", checkpoint);
+  DeclareInput("store", store_path);
+  const bool curves = !opts.curves_png.empty();
+  const std::string metrics_file =
+      !curves ? "" : opts.metrics_file.empty() ? StripExtension(checkpoint) + ".metrics.jsonl" : opts.metrics_file;
+  const std::string loss_png = curves ? StripExtension(opts.curves_png) + ".loss.png" : "";
+  if (curves) DeclareInput("metrics file", metrics_file);
+  if (!opts.out.empty()) CheckTextOutput("--out", opts.out, OutputKind::kJson);
+  if (!opts.confusion_png.empty()) CheckTextOutput("--confusion-png", opts.confusion_png, OutputKind::kPng);
+  if (curves) {
+    CheckTextOutput("--curves-png", opts.curves_png, OutputKind::kPng);
+    CheckTextOutput("the loss plot of --curves-png", loss_png, OutputKind::kPng, /*ours_only=*/true);
+  }
+  if (!opts.logits_out.empty()) h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
+  torch::Device device = ParseDevice(opts.device);
+  LoadedCheckpoint ck = LoadCheckpoint(checkpoint);
+  const bool video = IsVideoArch(ck.meta.model.arch);
+  if (opts.clips > 1 && !video)
+    throw UsageError(Msg("--clips applies to video networks; ", checkpoint, " is ", ck.meta.model.arch));
+  CheckStoreKind(store_path, ck.meta.model.arch);
+  if (video) return EvaluateOn<ClipStore>(checkpoint, store_path, ck, opts, provenance, device, metrics_file, loss_png);
+  return EvaluateOn<ImageStore>(checkpoint, store_path, ck, opts, provenance, device, metrics_file, loss_png);
 }
 
 }  // namespace mlfd

@@ -1,6 +1,7 @@
 // evaluate: metrics of any checkpoint this project writes on one split of an image store (the
 // head for the store's dataset is chosen automatically), as JSON, plus a confusion-matrix PNG and
-// training-curve PNGs from the run's metrics file.
+// training-curve PNGs from the run's metrics file. A video network is evaluated on a clip store: the
+// centred temporal crop of the frames it was trained on, or the mean logits of --clips k crops.
 #pragma once
 
 #include <boost/program_options.hpp>
@@ -23,6 +24,7 @@ struct EvaluateOptions {
   std::string device = "auto";
   int64_t batch_size = 256;
   int workers = 2;
+  int clips = 1;                // video networks: temporal crops per video, logits averaged (1 = centred)
   void Register(boost::program_options::options_description& d);
   void Check() const;
 };

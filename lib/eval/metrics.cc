@@ -81,14 +81,18 @@ ClassificationMetrics ComputeMetrics(const torch::Tensor& logits_in, const torch
   return m;
 }
 
-Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
-                    const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
-                    torch::Device device, int64_t batch_size, int workers) {
+namespace {
+// Logits of the samples of `indices` in `proto`'s store (its rows replaced), averaged over the
+// temporal views of a clip source.
+Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, const std::vector<int64_t>& indices,
+                          const AugmentConfig& eval_transform, torch::Device device, int workers, int views) {
   LoaderOptions lo;
   lo.shuffle = false;
   lo.train_augment = false;
   lo.augment = eval_transform;
   lo.workers = workers;
+  lo.clip_frames = info.frames;
+  lo.clip_views = views;
   // Data parallel: each rank predicts rows rank, rank + W, ... and the rows are gathered back into
   // their order, so every metric equals the one process's.
   const int W = dist::World(), r = dist::Rank();
@@ -96,25 +100,52 @@ Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageS
   for (size_t i = static_cast<size_t>(r); i < indices.size(); i += static_cast<size_t>(W)) mine.push_back(indices[i]);
   const int64_t own = static_cast<int64_t>(mine.size());
   if (mine.empty()) mine.push_back(indices.at(0));  // fewer rows than ranks: a spare row, dropped below
-  LoaderSource src{store, mine, batch_size, info.mean, info.std};
-  Loader loader({src}, lo);
+  proto.indices = mine;
+  proto.mean = info.mean;
+  proto.std = info.std;
   net->eval();
   net->to(device);
   torch::NoGradGuard no_grad;
-  loader.StartEpoch(0);
-  std::vector<torch::Tensor> logits, labels;
   const int64_t k = static_cast<int64_t>(info.class_names.size());
-  Batch b;
-  while (loader.Next(&b)) {
-    torch::Tensor z = net->forward(b.images.to(device), info.head).to(torch::kCPU, torch::kFloat32);
-    logits.push_back(z.narrow(1, info.label_offset, k));
-    labels.push_back(b.labels);
+  torch::Tensor sum, labels_all;
+  for (int v = 0; v < views; ++v) {
+    lo.clip_view = v;
+    Loader loader({proto}, lo);
+    loader.StartEpoch(0);
+    std::vector<torch::Tensor> logits, labels;
+    Batch b;
+    while (loader.Next(&b)) {
+      torch::Tensor z = net->forward(b.images.to(device), info.head).to(torch::kCPU, torch::kFloat32);
+      logits.push_back(z.narrow(1, info.label_offset, k));
+      labels.push_back(b.labels);
+    }
+    torch::Tensor z = torch::cat(logits);
+    sum = v == 0 ? z : sum + z;
+    if (v == 0) labels_all = torch::cat(labels);
   }
-  if (W == 1) return {torch::cat(logits), torch::cat(labels)};
+  torch::Tensor z = views > 1 ? sum / static_cast<double>(views) : sum;
+  if (W == 1) return {z, labels_all};
   const int64_t n = static_cast<int64_t>(indices.size());
-  torch::Tensor z = torch::cat(logits).narrow(0, 0, own).contiguous();
-  torch::Tensor y = torch::cat(labels).narrow(0, 0, own).contiguous();
-  return {dist::GatherStrided(z, n), dist::GatherStrided(y, n)};
+  return {dist::GatherStrided(z.narrow(0, 0, own).contiguous(), n),
+          dist::GatherStrided(labels_all.narrow(0, 0, own).contiguous(), n)};
+}
+}  // namespace
+
+Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
+                    const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
+                    torch::Device device, int64_t batch_size, int workers) {
+  LoaderSource src{store, {}, batch_size};
+  return PredictSource(net, info, src, indices, eval_transform, device, workers, 1);
+}
+
+Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ClipStore> store,
+                    const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
+                    torch::Device device, int64_t batch_size, int workers, int views) {
+  if (views < 1) throw Error(Msg("internal: ", views, " temporal views"));
+  LoaderSource src;
+  src.clips = store;
+  src.batch_size = batch_size;
+  return PredictSource(net, info, src, indices, eval_transform, device, workers, views);
 }
 
 }  // namespace mlfd

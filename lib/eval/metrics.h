@@ -1,6 +1,6 @@
 // Classification metrics (top-1, top-5, per-class accuracy, confusion matrix, negative
 // log-likelihood, expected calibration error) and the prediction pass that produces the logits
-// of one dataset's split with the right head.
+// of one dataset's split with the right head (images, or clips for video networks).
 #pragma once
 
 #include <torch/torch.h>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/augment.h"
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
@@ -40,5 +41,11 @@ struct Predictions {
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
                     torch::Device device, int64_t batch_size = 256, int workers = 2);
+// The same for a video network on a clip store: temporal crops of `info.frames` frames (0 = all
+// stored); the logits are the mean over `views` uniformly spaced crops per clip (1 = the centred
+// crop).
+Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ClipStore> store,
+                    const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
+                    torch::Device device, int64_t batch_size = 256, int workers = 2, int views = 1);
 
 }  // namespace mlfd

@@ -19,6 +19,7 @@ nlohmann::json HeadInfo::ToJson() const {
                       {"std", std},           {"height", height},           {"width", width},
                       {"channels", channels}, {"store_sha256", store_sha256}, {"label_offset", label_offset},
                       {"head", head}};
+  if (frames > 0) j["frames"] = frames;  // absent for image networks: their checkpoints are unchanged
   if (train_fold.active())
     j["train_fold"] = {{"index", train_fold.index}, {"count", train_fold.count}, {"seed", train_fold.seed}};
   return j;
@@ -34,6 +35,8 @@ HeadInfo HeadInfo::FromJson(const nlohmann::json& j, const std::string& where) {
   h.height = v.Int32("height");
   h.width = v.Int32("width");
   h.channels = v.Int32("channels");
+  h.frames = v.Int32("frames", 0);
+  if (h.frames < 0) throw Error(Msg(where, ".frames: ", h.frames, " is not a frame count"));
   h.store_sha256 = v.Str("store_sha256", "");
   h.label_offset = v.Int("label_offset", 0);
   h.head = v.Int32("head", 0);

@@ -30,6 +30,7 @@ struct HeadInfo {
   std::vector<std::string> class_names;
   std::vector<double> mean, std;         // per channel, [0,1] units
   int height = 0, width = 0, channels = 0;  // stored image size the model was trained on
+  int frames = 0;  // video networks: frames per clip the model was trained on (0: an image network)
   std::string store_sha256;              // fingerprint of the training store
   int64_t label_offset = 0;  // concatenated label space: this dataset's first label in the head
   int head = 0;              // which head of the network predicts this dataset

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "data/clip_store.h"
 #include "dist/dist.h"
 #include "models/joint.h"
 #include "models/zoo.h"
@@ -184,6 +185,17 @@ std::vector<std::string> ArchNames() {
 
 bool IsVideoArch(const std::string& arch) {
   return arch == "r3d_18" || arch == "mc3_18" || arch == "r2plus1d_18";
+}
+
+void CheckStoreKind(const std::string& store_path, const std::string& arch) {
+  const bool clips = IsClipStore(store_path);
+  if (IsVideoArch(arch) && !clips)
+    throw Error(Msg(store_path, ": is an image store, but ", arch,
+                    " is a video network (input N x C x T x H x W); give it a clip store "
+                    "(prepare_data with a video or frame-folder manifest)"));
+  if (!IsVideoArch(arch) && clips)
+    throw Error(Msg(store_path, ": is a clip store, but ", arch,
+                    " is an image network; train a video network (r3d_18, mc3_18, r2plus1d_18) on clips"));
 }
 
 nlohmann::json ModelConfig::ToJson() const {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "models/device.h"
 #include "util/error.h"
@@ -153,6 +154,20 @@ HeadInfo StoreHead(const ImageStore& s, int size) {
   return h;
 }
 
+HeadInfo StoreHead(const ClipStore& s, int size, int frames) {
+  HeadInfo h;
+  h.dataset = s.name();
+  h.class_names = s.class_names();
+  h.mean = s.mean();
+  h.std = s.std();
+  h.height = size > 0 ? size : s.height();
+  h.width = size > 0 ? size : s.width();
+  h.channels = s.channels();
+  h.frames = frames > 0 ? frames : s.frames();
+  h.store_sha256 = s.Fingerprint();
+  return h;
+}
+
 torch::Tensor CrossEntropy(const torch::Tensor& logits, const torch::Tensor& labels, double label_smoothing) {
   return torch::nn::functional::cross_entropy(
       logits.to(torch::kFloat32), labels,
@@ -189,11 +204,13 @@ Stage::Stage(const StageOptions& opts, std::string out, Provenance provenance)
   if (dist::IsMain()) RunFiles(out_).CheckWritable(opts_.loop.resume);  // before loading data
 }
 
-std::vector<std::shared_ptr<const ImageStore>> Stage::OpenStores(const std::vector<std::string>& paths, bool several) {
-  if (paths.empty()) throw UsageError("give at least one image store");
-  std::vector<std::shared_ptr<const ImageStore>> stores;
+template <class Store>
+std::vector<std::shared_ptr<const Store>> Stage::OpenAll(const std::vector<std::string>& paths, bool several) {
+  if (paths.empty())
+    throw UsageError(std::is_same<Store, ClipStore>::value ? "give at least one clip store" : "give at least one image store");
+  std::vector<std::shared_ptr<const Store>> stores;
   for (size_t i = 0; i < paths.size(); ++i) {
-    auto s = std::make_shared<ImageStore>(ImageStore::Open(paths[i]));
+    auto s = std::make_shared<Store>(Store::Open(paths[i]));
     provenance_.AddInputFingerprint(several ? Msg("store", i) : std::string("store"), paths[i], s->Fingerprint());
     for (size_t j = 0; j < i; ++j)
       if (stores[j]->name() == s->name()) throw Error(Msg(paths[i], ": dataset '", s->name(), "' given twice"));
@@ -202,6 +219,15 @@ std::vector<std::shared_ptr<const ImageStore>> Stage::OpenStores(const std::vect
     stores.push_back(std::move(s));
   }
   return stores;
+}
+
+std::vector<std::shared_ptr<const ImageStore>> Stage::OpenStores(const std::vector<std::string>& paths, bool several) {
+  return OpenAll<ImageStore>(paths, several);
+}
+
+std::vector<std::shared_ptr<const ClipStore>> Stage::OpenClipStores(const std::vector<std::string>& paths,
+                                                                    bool several) {
+  return OpenAll<ClipStore>(paths, several);
 }
 
 std::shared_ptr<const ImageStore> Stage::OpenStore(const std::string& path) { return OpenStores({path}, false).at(0); }
@@ -234,9 +260,29 @@ ClassificationMetrics Stage::Validate(Net& net, const HeadInfo& info, const std:
   return ComputeMetrics(p.logits, p.labels, store->num_classes());
 }
 
+ClassificationMetrics Stage::Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
+                                      const AugmentConfig& eval) {
+  // A clip is T images: validate in batches of the training batch, which is known to fit.
+  Predictions p = Predict(net, info, store, store->split(opts_.val_split), eval, device_,
+                          std::min<int64_t>(256, opts_.batch_size), opts_.loop.workers);
+  return ComputeMetrics(p.logits, p.labels, store->num_classes());
+}
+
 nlohmann::json Stage::ValidateEach(Net& net, const std::vector<HeadInfo>& infos,
                                   const std::vector<std::shared_ptr<const ImageStore>>& stores,
                                   const AugmentConfig& eval) {
+  return ValidateAll(net, infos, stores, eval);
+}
+
+nlohmann::json Stage::ValidateEach(Net& net, const std::vector<HeadInfo>& infos,
+                                  const std::vector<std::shared_ptr<const ClipStore>>& stores,
+                                  const AugmentConfig& eval) {
+  return ValidateAll(net, infos, stores, eval);
+}
+
+template <class Store>
+nlohmann::json Stage::ValidateAll(Net& net, const std::vector<HeadInfo>& infos,
+                                  const std::vector<std::shared_ptr<const Store>>& stores, const AugmentConfig& eval) {
   nlohmann::json v;
   double sum = 0;
   for (size_t d = 0; d < stores.size(); ++d) {

@@ -23,6 +23,7 @@
 namespace mlfd {
 
 class ImageStore;
+class ClipStore;
 
 // Model options shared by every stage that builds a network.
 struct ModelOptions {
@@ -76,6 +77,8 @@ struct StageOptions {
 // What a model trained on `store` records about its input (classes, normalisation, size = `size`
 // or the stored size, channels, the store's fingerprint); head 0, no label offset.
 HeadInfo StoreHead(const ImageStore& store, int size = 0);
+// The same for a video network trained on clips of `frames` frames (0 = all the store's T).
+HeadInfo StoreHead(const ClipStore& store, int size = 0, int frames = 0);
 
 // Cross-entropy in float32 with label smoothing, batch mean.
 torch::Tensor CrossEntropy(const torch::Tensor& logits, const torch::Tensor& labels, double label_smoothing);
@@ -103,6 +106,8 @@ class Stage {
   // refuses a dataset given twice and stores without both splits.
   std::vector<std::shared_ptr<const ImageStore>> OpenStores(const std::vector<std::string>& paths, bool several);
   std::shared_ptr<const ImageStore> OpenStore(const std::string& path);
+  // The same for clip stores (video networks).
+  std::vector<std::shared_ptr<const ClipStore>> OpenClipStores(const std::vector<std::string>& paths, bool several);
   // Loads a checkpoint strictly and records it as input `key`.
   LoadedCheckpoint LoadInput(const std::string& key, const std::string& path);
   // Opens a feature cache and checks that it was made from `model` (path, sha256) over `store`
@@ -117,16 +122,27 @@ class Stage {
   // Top-1 and NLL of `net`'s `info` head on the validation split of `store`.
   ClassificationMetrics Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ImageStore>& store,
                                  const AugmentConfig& eval);
+  // Clips: the centred temporal crop of `info.frames` frames, in batches of at most --batch-size.
+  ClassificationMetrics Validate(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
+                                 const AugmentConfig& eval);
   // The validation record of a stage over its datasets (head infos[i] on stores[i]):
   // "<dataset>_top1" and "<dataset>_nll" each, and "metric" = their mean top-1 (what selects the
   // best epoch).
   nlohmann::json ValidateEach(Net& net, const std::vector<HeadInfo>& infos,
                               const std::vector<std::shared_ptr<const ImageStore>>& stores, const AugmentConfig& eval);
+  nlohmann::json ValidateEach(Net& net, const std::vector<HeadInfo>& infos,
+                              const std::vector<std::shared_ptr<const ClipStore>>& stores, const AugmentConfig& eval);
 
   // The training loop over `loader`, writing the stage's output.
   TrainResult Run(TrainTask& task, Loader& loader);
 
  private:
+  template <class Store>
+  std::vector<std::shared_ptr<const Store>> OpenAll(const std::vector<std::string>& paths, bool several);
+  template <class Store>
+  nlohmann::json ValidateAll(Net& net, const std::vector<HeadInfo>& infos,
+                             const std::vector<std::shared_ptr<const Store>>& stores, const AugmentConfig& eval);
+
   StageOptions opts_;
   std::string out_;
   Provenance provenance_;

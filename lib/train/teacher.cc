@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "data/loader.h"
 #include "util/options.h"
@@ -24,23 +25,46 @@ void TeacherOptions::Register(po::options_description& d) {
       "fold", po::value(&fold)->default_value(fold),
       "i/k: train without fold i of k of the training split (stratified by class), for a split fit: the "
       "checkpoint records the fold, and finetune_joint --fit-rows held-out fits T* on the rows this teacher never saw")(
-      "fold-seed", po::value(&fold_seed)->default_value(fold_seed), "seed of the folds' draw (independent of --seed)");
+      "fold-seed", po::value(&fold_seed)->default_value(fold_seed), "seed of the folds' draw (independent of --seed)")(
+      "clip-frames", po::value(&clip_frames)->default_value(clip_frames),
+      "video networks: train on a random temporal crop of this many consecutive stored frames per clip "
+      "(0 = all); validation and evaluate use the centred crop of the same length");
 }
 
 void TeacherOptions::Check() const {
   OptionChecker c;
   c.Require(label_space == "heads" || label_space == "concat", "label-space", "must be heads or concat");
   c.Require(fold_seed < (uint64_t{1} << 62), "fold-seed", "must be below 2^62");
+  c.Require(clip_frames >= 0 && clip_frames <= 4096, "clip-frames", "must be in 0..4096");
+  c.Require(clip_frames == 0 || IsVideoArch(model.arch), "clip-frames",
+            "applies to video architectures (r3d_18, mc3_18, r2plus1d_18), not " + model.arch);
   c.Throw();
   RowFold::Parse(fold, fold_seed);  // refuses a malformed --fold
   StageOptions::Check();
   model.Check();
 }
 
-TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std::string& out,
-                         const TeacherOptions& opts, Provenance provenance) {
-  Stage stage(opts, out, std::move(provenance));
-  const auto stores = stage.OpenStores(store_paths, store_paths.size() > 1);
+namespace {
+
+LoaderSource Source(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows, int64_t per) {
+  return {s, std::move(rows), per};
+}
+LoaderSource Source(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows, int64_t per) {
+  LoaderSource src;
+  src.clips = s;
+  src.indices = std::move(rows);
+  src.batch_size = per;
+  return src;
+}
+HeadInfo Head(const ImageStore& s, const TeacherOptions& opts) { return StoreHead(s, opts.augment.size); }
+HeadInfo Head(const ClipStore& s, const TeacherOptions& opts) {
+  return StoreHead(s, opts.augment.size, opts.clip_frames);
+}
+
+// The stage over image stores, or clip stores for a video network.
+template <class Store>
+TrainResult TrainOn(Stage& stage, const std::vector<std::string>& store_paths,
+                    const std::vector<std::shared_ptr<const Store>>& stores, const TeacherOptions& opts) {
   for (size_t i = 1; i < stores.size(); ++i)
     if (stores[i]->channels() != stores[0]->channels())
       throw Error(Msg(store_paths[i], ": ", stores[i]->channels(), " channels, but ", store_paths[0], " has ",
@@ -53,7 +77,7 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
   int64_t offset = 0;
   for (int d = 0; d < m; ++d) {
     const auto& s = *stores[static_cast<size_t>(d)];
-    HeadInfo h = StoreHead(s, opts.augment.size);
+    HeadInfo h = Head(s, opts);
     h.head = concat ? 0 : d;
     h.train_fold = RowFold::Parse(opts.fold, opts.fold_seed);
     h.label_offset = concat ? offset : 0;
@@ -80,13 +104,15 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
   for (size_t d = 0; d < stores.size(); ++d) {
     const auto& s = stores[d];
     const RowFold& fold = infos[d].train_fold;
-    std::vector<int64_t> rows = fold.Select(*s, s->split(opts.train_split), /*held_out=*/false);
+    std::vector<int64_t> rows = fold.Select(s->labels(), s->split(opts.train_split), /*held_out=*/false);
     if (fold.active())
       MLOG(INFO) << s->name() << ": training on " << rows.size() << " of " << s->split(opts.train_split).size()
                  << " training images (without fold " << fold.ToString() << ", fold seed " << fold.seed << ")";
-    sources.push_back({s, std::move(rows), per});
+    sources.push_back(Source(s, std::move(rows), per));
   }
-  Loader loader(sources, opts.TrainLoader());
+  LoaderOptions lo = opts.TrainLoader();
+  lo.clip_frames = opts.clip_frames;
+  Loader loader(sources, lo);
   MLOG(INFO) << "training on " << loader.samples_per_epoch() << " samples per epoch, "
              << loader.steps_per_epoch() << " steps of " << per * m << " images";
 
@@ -127,6 +153,18 @@ TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std:
     return meta;
   };
   return stage.Run(task, loader);
+}
+
+}  // namespace
+
+TrainResult TrainTeacher(const std::vector<std::string>& store_paths, const std::string& out,
+                         const TeacherOptions& opts, Provenance provenance) {
+  Stage stage(opts, out, std::move(provenance));
+  for (const auto& p : store_paths) CheckStoreKind(p, opts.model.arch);
+  const bool several = store_paths.size() > 1;
+  if (IsVideoArch(opts.model.arch))
+    return TrainOn(stage, store_paths, stage.OpenClipStores(store_paths, several), opts);
+  return TrainOn(stage, store_paths, stage.OpenStores(store_paths, several), opts);
 }
 
 }  // namespace mlfd
