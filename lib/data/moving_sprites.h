@@ -3,7 +3,7 @@
 // over a black canvas, whose class is the motion pattern, not the sprite. A single frame does not
 // tell the class; the motion over the frames does. Clips are written as frame folders in the
 // layout users' own datasets have, <out>/<split>/<motion>/<video>/<frame>.png, which prepare_data
-// reads like any frame-folder dataset (data_manifests/moving_*.json).
+// reads like any frame-folder dataset (a frame_folder source per split).
 #pragma once
 
 #include <cstdint>
