@@ -54,8 +54,11 @@ t0=$(date +%s)
 if [ "$build_it" = 1 ]; then
   if [ ! -f "$BUILD/build.ninja" ]; then
     mkdir -p "$BUILD"
+    # Without ccache: Clang's precompiled header records the absolute path of the header it was
+    # made from, so one restored from the cache refers to the clone that made it and fails once
+    # that clone is gone ("could not find file ... referenced by AST file").
     cmake -S . -B "$BUILD" -G Ninja -DMLFD_FUZZ=ON -DMLFD_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug \
-      -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >"$BUILD/configure.log" 2>&1 ||
+      -DMLFD_CCACHE=OFF -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >"$BUILD/configure.log" 2>&1 ||
       { cat "$BUILD/configure.log" >&2; echo "fuzz.sh: configure failed" >&2; exit 1; }
   fi
   echo "fuzz.sh: building the fuzz targets in $BUILD (clang-14, ASan + UBSan)"
