@@ -361,7 +361,7 @@ TEST_CASE("models: video ResNets folded and channels-last give the same outputs"
   }
 }
 
-TEST_CASE("models: a joint teacher refuses video members", "[unit][models][video]") {
+TEST_CASE("models: a joint teacher's members are all image or all video networks", "[unit][models][video]") {
   ModelConfig member = Full("r3d_18", 3);
   HeadInfo h;
   h.dataset = "clips";
@@ -386,4 +386,21 @@ TEST_CASE("models: a joint teacher refuses video members", "[unit][models][video
   joint.joint = spec.ToJson();
   CHECK_THROWS_WITH(BuildModel(joint), Catch::Contains("joint teacher 0: r3d_18 is a video network") &&
                                            Catch::Contains("fuses image feature maps"));
+  // Declared a video joint (clips of 4 frames), it builds; an image member is then refused.
+  spec.frames = 4;
+  spec.fuse_frames = 1;
+  joint.joint = spec.ToJson();
+  Net net = BuildModel(joint);
+  CHECK(IsVideoModel(net->config()));
+  net->eval();
+  torch::NoGradGuard g;
+  CHECK(net->Forward(torch::rand({2, 3, 4, 32, 32}), {"fused", "logits"}).at("fused").sizes() ==
+        torch::IntArrayRef({2, 8, 1, 2, 2}));
+  spec.teachers[0].model = Full("resnet18", 3);
+  joint.joint = spec.ToJson();
+  CHECK_THROWS_WITH(BuildModel(joint), Catch::Contains("resnet18 is an image network") &&
+                                           Catch::Contains("fuses video feature maps"));
+  spec.fuse_frames = 0;  // frames without fuse_frames: an inconsistent specification
+  joint.joint = spec.ToJson();
+  CHECK_THROWS_WITH(BuildModel(joint), Catch::Contains("frames and fuse_frames must both be > 0"));
 }

@@ -110,5 +110,26 @@ std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, 
   return store;
 }
 
+std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class, const std::string& name,
+                            const std::string& motions, uint64_t seed) {
+  using mlfd::Msg;
+  std::string src = MakeStore(tmp, "src_" + name, 3, 10, 12, 1, 3);
+  const std::string root = tmp / ("frames_" + name);
+  auto r = RunTool("make_moving_sprites", Msg("-v 0 --motions ", motions, " --frames ", frames,
+                                              " --canvas 24 --clips-per-class ", per_class, " --seed ", seed, " ", src,
+                                              " ", root));
+  if (r.exit_code != 0) throw std::runtime_error("make_moving_sprites failed: " + r.err);
+  std::string sources;
+  for (const char* split : {"train", "val", "test"})
+    sources += Msg(sources.empty() ? "" : ", ", R"({"kind": "frame_folder", "root": ")", root, "/", split,
+                   R"(", "split": ")", split, R"("})");
+  const std::string manifest = tmp / (name + "_clips.json");
+  WriteText(manifest, Msg(R"({"name": ")", name, R"(", "classes": "folders", "sources": [)", sources,
+                          R"(], "split": {"mode": "official"}, "image": {"size": 24, "channels": 1}})"));
+  std::string store = tmp / (name + ".h5");
+  r = RunTool("prepare_data", Msg("-v 0 --frames ", frames, " ", manifest, " ", store));
+  if (r.exit_code != 0) throw std::runtime_error("prepare_data failed: " + r.err);
+  return store;
+}
 
 }  // namespace mlfd_test

@@ -46,6 +46,14 @@ const std::string& BuildBinDir();
 std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
                       int channels, uint64_t seed);
 
+// A clip store of moving sprites (make_moving_sprites over a tiny MakeStore image store): class =
+// motion, one of `motions` (comma-separated, e.g. "left,right"), `frames` frames of 24 x 24 gray,
+// `per_class` clips per motion in train,val,test (e.g. "16,6,8"). Dataset name `name`; files under
+// tmp with that name as prefix ("<name>.h5" is the store, "src_<name>.h5" the image store).
+std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class,
+                            const std::string& name = "sprites", const std::string& motions = "left,right",
+                            uint64_t seed = 2);
+
 }  // namespace mlfd_test
 
 #define MLFD_SOURCE_DIR (::mlfd_test::SourceDir())

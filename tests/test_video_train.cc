@@ -16,7 +16,7 @@
 using namespace mlfd;
 using mlfd_test::RunTool;
 using mlfd_test::TempDir;
-using mlfd_test::WriteText;
+using mlfd_test::MakeSpriteClips;
 namespace fs = std::filesystem;
 
 namespace {
@@ -31,25 +31,6 @@ std::vector<cv::Mat> RandomFrames(int n, unsigned seed, int channels = 1) {
     frames.push_back(f);
   }
   return frames;
-}
-
-// Moving sprites (2 motions) from a tiny image store, as a clip store of `frames` frames.
-std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class) {
-  std::string src = mlfd_test::MakeStore(tmp, "src", 3, 10, 12, 1, 3);
-  auto r = RunTool("make_moving_sprites", "-v 0 --motions left,right --frames " + std::to_string(frames) +
-                                              " --canvas 24 --clips-per-class " + per_class + " --seed 2 " + src +
-                                              " " + (tmp / "sprites"));
-  if (r.exit_code != 0) throw std::runtime_error("make_moving_sprites failed: " + r.err);
-  std::string sources;
-  for (const char* split : {"train", "val", "test"})
-    sources += Msg(sources.empty() ? "" : ", ", R"({"kind": "frame_folder", "root": ")", tmp / "sprites/", split,
-                   R"(", "split": ")", split, R"("})");
-  WriteText(tmp / "clips.json", Msg(R"({"name": "sprites", "classes": "folders", "sources": [)", sources,
-                                    R"(], "split": {"mode": "official"}, "image": {"size": 24, "channels": 1}})"));
-  std::string store = tmp / "clips.h5";
-  r = RunTool("prepare_data", "-v 0 --frames " + std::to_string(frames) + " " + (tmp / "clips.json") + " " + store);
-  if (r.exit_code != 0) throw std::runtime_error("prepare_data failed: " + r.err);
-  return store;
 }
 
 }  // namespace
@@ -229,7 +210,7 @@ TEST_CASE("train_teacher and evaluate on moving sprites with r3d_18 and --clips 
   CHECK(nlohmann::json::parse(c1.out)["clips"] == 1);
 
   // Kinds of store and network must match, with one line each.
-  const std::string images = tmp / "src.h5";
+  const std::string images = tmp / "src_sprites.h5";
   auto bad = RunTool("train_teacher", "-v 0 --arch r3d_18 --epochs 1 --out " + (tmp / "x.h5") + " " + images);
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.err, Catch::Contains("is an image store, but r3d_18 is a video network"));

@@ -205,10 +205,10 @@ nlohmann::json Evaluate(const std::string& checkpoint, const std::string& store_
   if (!opts.logits_out.empty()) h5::CheckOutputPath(opts.logits_out, "mlfd.logits");
   torch::Device device = ParseDevice(opts.device);
   LoadedCheckpoint ck = LoadCheckpoint(checkpoint);
-  const bool video = IsVideoArch(ck.meta.model.arch);
+  const bool video = IsVideoModel(ck.meta.model);
   if (opts.clips > 1 && !video)
     throw UsageError(Msg("--clips applies to video networks; ", checkpoint, " is ", ck.meta.model.arch));
-  CheckStoreKind(store_path, ck.meta.model.arch);
+  CheckStoreKind(store_path, ck.meta.model);
   if (video) return EvaluateOn<ClipStore>(checkpoint, store_path, ck, opts, provenance, device, metrics_file, loss_png);
   return EvaluateOn<ImageStore>(checkpoint, store_path, ck, opts, provenance, device, metrics_file, loss_png);
 }

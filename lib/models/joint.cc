@@ -22,7 +22,7 @@ nlohmann::json JointSpec::ToJson() const {
     ts.push_back({{"path", t.path}, {"sha256", t.sha256}, {"level", t.level}, {"model", t.model.ToJson()},
                   {"datasets", ds}});
   }
-  return {{"teachers", ts},
+  nlohmann::json j = {{"teachers", ts},
           {"adaptor_dim", adaptor_dim},
           {"cout", cout},
           {"stages", stages},
@@ -32,12 +32,17 @@ nlohmann::json JointSpec::ToJson() const {
           {"embedded", embedded},
           {"residual_logits", residual_logits},
           {"own_teacher", own_teacher}};
+  if (frames > 0) {  // image joints keep their recorded configuration unchanged
+    j["frames"] = frames;
+    j["fuse_frames"] = fuse_frames;
+  }
+  return j;
 }
 
 JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where) {
   JsonView v(j, where);
   v.AllowOnly({"teachers", "adaptor_dim", "cout", "stages", "input_size", "teacher_map_size", "fuse_size",
-               "embedded", "residual_logits", "own_teacher"});
+               "embedded", "residual_logits", "own_teacher", "frames", "fuse_frames"});
   JointSpec s;
   if (!v.Has("teachers") || !j.at("teachers").is_array() || j.at("teachers").empty())
     throw Error(Msg(where, ": teachers must be a non-empty list"));
@@ -66,6 +71,10 @@ JointSpec JointSpec::FromJson(const nlohmann::json& j, const std::string& where)
   s.fuse_size = v.Int("fuse_size");
   s.embedded = v.Bool("embedded", false);
   s.residual_logits = v.Bool("residual_logits", false);
+  s.frames = v.Int("frames", 0);
+  s.fuse_frames = v.Int("fuse_frames", 0);
+  if (s.frames < 0 || s.fuse_frames < 0 || (s.frames > 0) != (s.fuse_frames > 0))
+    throw Error(Msg(where, ": frames and fuse_frames must both be > 0 (video teachers) or both 0"));
   for (double x : v.Nums("own_teacher")) {
     if (!(std::fabs(x) <= INT32_MAX)) v.Fail("own_teacher", Msg("not a teacher index: ", x));
     s.own_teacher.push_back(static_cast<int>(x));
@@ -83,10 +92,11 @@ JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
   torch::nn::ModuleList teacher_list;
   for (size_t i = 0; i < spec_.teachers.size(); ++i) {
     const JointTeacher& t = spec_.teachers[i];
-    if (IsVideoArch(t.model.arch))
-      throw UsageError(Msg("joint teacher ", i, (t.path.empty() ? "" : " (" + t.path + ")"), ": ",
-                           t.model.arch, " is a video network; the joint teacher fuses image ",
-                           "feature maps (N x C x H x W)"));
+    if (IsVideoArch(t.model.arch) != (spec_.frames > 0))
+      throw UsageError(Msg("joint teacher ", i, (t.path.empty() ? "" : " (" + t.path + ")"), ": ", t.model.arch,
+                           " is ", IsVideoArch(t.model.arch) ? "a video" : "an image", " network, but the joint ",
+                           "teacher fuses ", spec_.frames > 0 ? "video" : "image",
+                           " feature maps; its teachers are all image networks or all video networks"));
     Net net{nullptr};
     if (spec_.embedded) {
       net = BuildModel(t.model);
@@ -110,24 +120,38 @@ JointNetImpl::JointNetImpl(const ModelConfig& config) : NetImpl(config) {
   }
   if (spec_.embedded) register_module("teachers", teacher_list);
 
+  // The trunk in 2-D for image teachers, in 3-D (time, height, width) for video teachers.
+  const bool v3 = spec_.frames > 0;
+  auto bn = [v3](int c) -> torch::nn::AnyModule {
+    return v3 ? torch::nn::AnyModule(torch::nn::BatchNorm3d(c)) : torch::nn::AnyModule(torch::nn::BatchNorm2d(c));
+  };
+  auto pointwise = [v3](int in, int out) -> torch::nn::AnyModule {
+    return v3 ? torch::nn::AnyModule(torch::nn::Conv3d(torch::nn::Conv3dOptions(in, out, 1)))
+              : torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)));
+  };
+  auto seq = [](std::vector<torch::nn::AnyModule> ms) {
+    torch::nn::Sequential s;
+    for (auto& m : ms) s->push_back(std::move(m));
+    return s;
+  };
   adaptors_ = torch::nn::ModuleList();
   for (size_t i = 0; i < teachers_.size(); ++i) {
     int c = teachers_[i]->LevelChannels().at(spec_.teachers[i].level);
-    adaptors_->push_back(torch::nn::Sequential(
-        torch::nn::BatchNorm2d(c),
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(c, spec_.adaptor_dim, 1))));
+    adaptors_->push_back(seq({bn(c), pointwise(c, spec_.adaptor_dim)}));
   }
   register_module("adaptors", adaptors_);
   const int mS = spec_.adaptor_dim * num_teachers();
-  fusion_ = torch::nn::Sequential(torch::nn::BatchNorm2d(mS), torch::nn::GELU(),
-                                  torch::nn::Conv2d(torch::nn::Conv2dOptions(mS, spec_.cout, 1)),
-                                  torch::nn::BatchNorm2d(spec_.cout), torch::nn::GELU());
+  fusion_ = seq({bn(mS), torch::nn::AnyModule(torch::nn::GELU()), pointwise(mS, spec_.cout), bn(spec_.cout),
+                 torch::nn::AnyModule(torch::nn::GELU())});
   register_module("fusion", fusion_);
   stages_ = torch::nn::ModuleList();
   for (int k = 0; k < spec_.stages; ++k) {
-    stages_->push_back(torch::nn::Sequential(
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.cout, spec_.cout, 3).stride(2).padding(1)),
-        torch::nn::BatchNorm2d(spec_.cout), torch::nn::GELU()));
+    torch::nn::AnyModule conv =
+        v3 ? torch::nn::AnyModule(torch::nn::Conv3d(
+                 torch::nn::Conv3dOptions(spec_.cout, spec_.cout, 3).stride({1, 2, 2}).padding(1)))
+           : torch::nn::AnyModule(
+                 torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.cout, spec_.cout, 3).stride(2).padding(1)));
+    stages_->push_back(seq({std::move(conv), bn(spec_.cout), torch::nn::AnyModule(torch::nn::GELU())}));
   }
   register_module("stages", stages_);
   BuildHead(spec_.cout, "fc");
@@ -188,14 +212,24 @@ torch::Tensor JointNetImpl::TeacherInput(const torch::Tensor& x, int i) const {
   const HeadInfo& h = t.datasets.at(0);
   torch::Tensor y = x;
   const int want = t.model.in_channels;
-  if (y.size(1) == 1 && want == 3) y = y.expand({-1, 3, -1, -1});
+  const int64_t want_dim = spec_.frames > 0 ? 5 : 4;
+  if (y.dim() != want_dim)
+    throw Error(Msg("joint teacher: input of ", y.dim(), " dimensions; it takes ",
+                    spec_.frames > 0 ? "clips N x C x T x H x W" : "images N x C x H x W"));
+  std::vector<int64_t> shape(static_cast<size_t>(want_dim), 1);  // 1 x C x 1 x 1 (x 1)
+  shape[1] = -1;
+  if (y.size(1) == 1 && want == 3) {
+    std::vector<int64_t> e(static_cast<size_t>(want_dim), -1);
+    e[1] = 3;
+    y = y.expand(e);
+  }
   if (y.size(1) == 3 && want == 1) {
-    auto w = torch::tensor({0.299, 0.587, 0.114}, y.options()).view({1, 3, 1, 1});
+    auto w = torch::tensor({0.299, 0.587, 0.114}, y.options()).view(shape);
     y = (y * w).sum(1, true);
   }
   auto opt = y.options();
-  torch::Tensor mean = torch::tensor(std::vector<double>(h.mean.begin(), h.mean.end()), opt).view({1, -1, 1, 1});
-  torch::Tensor std = torch::tensor(std::vector<double>(h.std.begin(), h.std.end()), opt).view({1, -1, 1, 1});
+  torch::Tensor mean = torch::tensor(std::vector<double>(h.mean.begin(), h.mean.end()), opt).view(shape);
+  torch::Tensor std = torch::tensor(std::vector<double>(h.std.begin(), h.std.end()), opt).view(shape);
   return (y - mean) / std;
 }
 
@@ -247,10 +281,20 @@ LevelMap JointNetImpl::ForwardFromTeachers(const LevelMap& inputs, const std::ve
     auto it = inputs.find(TeacherLevel(i));
     if (it == inputs.end()) throw Error(Msg("joint teacher: missing input level ", TeacherLevel(i)));
     torch::Tensor m = it->second.to(torch::kFloat32);
-    if (m.size(2) != spec_.fuse_size || m.size(3) != spec_.fuse_size)
+    if (m.dim() != (video() ? 5 : 4))
+      throw Error(Msg("joint teacher: input level ", TeacherLevel(i), " has ", m.dim(), " dimensions, expected ",
+                      video() ? "N x C x T x H x W" : "N x C x H x W"));
+    if (video()) {
+      if (m.size(2) != spec_.fuse_frames || m.size(3) != spec_.fuse_size || m.size(4) != spec_.fuse_size)
+        m = torch::adaptive_avg_pool3d(m, {spec_.fuse_frames, spec_.fuse_size, spec_.fuse_size});
+    } else if (m.size(2) != spec_.fuse_size || m.size(3) != spec_.fuse_size) {
       m = torch::adaptive_avg_pool2d(m, {spec_.fuse_size, spec_.fuse_size});
-    if (is_training() && input_dropout_ > 0)
-      m = torch::nn::functional::dropout2d(m, torch::nn::functional::Dropout2dFuncOptions().p(input_dropout_).training(true));
+    }
+    if (is_training() && input_dropout_ > 0)  // whole channels (of every frame) dropped
+      m = video() ? torch::nn::functional::dropout3d(
+                        m, torch::nn::functional::Dropout3dFuncOptions().p(input_dropout_).training(true))
+                  : torch::nn::functional::dropout2d(
+                        m, torch::nn::functional::Dropout2dFuncOptions().p(input_dropout_).training(true));
     if (is_training() && input_noise_ > 0) m = m + torch::randn_like(m) * (input_noise_ * m.detach().std());
     adapted.push_back(adaptors_[static_cast<size_t>(i)]->as<torch::nn::SequentialImpl>()->forward(m));
   }
@@ -260,7 +304,8 @@ LevelMap JointNetImpl::ForwardFromTeachers(const LevelMap& inputs, const std::ve
     f = stages_[static_cast<size_t>(k)]->as<torch::nn::SequentialImpl>()->forward(f);
     out[Msg("fused", k + 1)] = f;
   }
-  torch::Tensor pooled = torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
+  torch::Tensor pooled = video() ? torch::adaptive_avg_pool3d(f, {1, 1, 1}).flatten(1)
+                                 : torch::adaptive_avg_pool2d(f, {1, 1}).flatten(1);
   out["pool"] = pooled;
   if (std::find(levels.begin(), levels.end(), "logits") != levels.end()) {
     torch::Tensor z = Head(pooled, head);

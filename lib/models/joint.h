@@ -11,6 +11,10 @@
 //
 // Levels: "teacher<i>.<level>" (teacher i's fusion map), "teacher<i>.logits" (its own logits for
 // its first dataset), "fused", "fused1".., "pool", "logits".
+//
+// Video teachers (r3d_18, mc3_18, r2plus1d_18; all of them video networks, or none): input clips
+// N x C x T x H x W, the same trunk in 3-D (BatchNorm3d, 1x1x1 Conv3d adaptors and fusion conv,
+// stages of 3x3x3 Conv3d with stride 1 in time and 2 in space), maps N x C x T' x H' x W'.
 #pragma once
 
 #include <torch/torch.h>
@@ -40,6 +44,10 @@ struct JointSpec {
   int64_t input_size = 0;  // H = W of the images every teacher sees
   std::vector<int64_t> teacher_map_size;  // per teacher: H of its fusion map at input_size
   int64_t fuse_size = 0;   // H = W of the fused maps (teachers' maps are pooled to it if needed)
+  // Video teachers (every teacher a video network): clips of `frames` frames in, maps
+  // N x C x T x H x W fused at `fuse_frames` x fuse_size x fuse_size. 0 and 0 for image teachers.
+  int64_t frames = 0;
+  int64_t fuse_frames = 0;
   bool embedded = false;   // teachers' weights live in the checkpoint
   bool residual_logits = false;  // logits of head d += logits of dataset d's own teacher
   std::vector<int> own_teacher;  // per head: index of the teacher trained on that dataset (-1 none)
@@ -55,6 +63,7 @@ class JointNetImpl : public NetImpl {
 
   const JointSpec& spec() const { return spec_; }
   int num_teachers() const { return static_cast<int>(teachers_.size()); }
+  bool video() const { return spec_.frames > 0; }
   Net teacher(int i) const { return teachers_[static_cast<size_t>(i)]; }
   // Level name of teacher i's fusion map ("teacher<i>.<level>") and of its logits.
   std::string TeacherLevel(int i) const;

@@ -187,15 +187,35 @@ bool IsVideoArch(const std::string& arch) {
   return arch == "r3d_18" || arch == "mc3_18" || arch == "r2plus1d_18";
 }
 
-void CheckStoreKind(const std::string& store_path, const std::string& arch) {
+bool IsVideoModel(const ModelConfig& config) {
+  if (config.arch == "joint")
+    return config.joint.is_object() && config.joint.contains("frames") && config.joint.at("frames").is_number() &&
+           config.joint.at("frames").get<double>() > 0;
+  return IsVideoArch(config.arch);
+}
+
+namespace {
+void CheckKind(const std::string& store_path, bool video, const std::string& what) {
   const bool clips = IsClipStore(store_path);
-  if (IsVideoArch(arch) && !clips)
-    throw Error(Msg(store_path, ": is an image store, but ", arch,
+  if (video && !clips)
+    throw Error(Msg(store_path, ": is an image store, but ", what,
                     " is a video network (input N x C x T x H x W); give it a clip store "
                     "(prepare_data with a video or frame-folder manifest)"));
-  if (!IsVideoArch(arch) && clips)
-    throw Error(Msg(store_path, ": is a clip store, but ", arch,
+  if (!video && clips)
+    throw Error(Msg(store_path, ": is a clip store, but ", what,
                     " is an image network; train a video network (r3d_18, mc3_18, r2plus1d_18) on clips"));
+}
+}  // namespace
+
+void CheckStoreKind(const std::string& store_path, const std::string& arch) {
+  CheckKind(store_path, IsVideoArch(arch), arch);
+}
+
+void CheckStoreKind(const std::string& store_path, const ModelConfig& config) {
+  CheckKind(store_path, IsVideoModel(config),
+            config.arch == "joint" ? std::string(IsVideoModel(config) ? "this joint teacher (of video teachers)"
+                                                                       : "this joint teacher (of image teachers)")
+                                   : config.arch);
 }
 
 nlohmann::json ModelConfig::ToJson() const {

@@ -41,9 +41,13 @@ std::vector<std::string> ArchNames();
 // Whether `arch` is a video network (input N x C x T x H x W, 5-D maps): r3d_18, mc3_18,
 // r2plus1d_18.
 bool IsVideoArch(const std::string& arch);
+// Whether the network takes clips: a video architecture, or a joint teacher of video teachers.
+bool IsVideoModel(const ModelConfig& config);
 // Refuses, with one line naming the file and the architecture, a store of the wrong kind for
 // `arch`: a video network reads clip stores, an image network image stores.
 void CheckStoreKind(const std::string& store_path, const std::string& arch);
+// The same for a whole configuration (a joint teacher of video teachers reads clip stores).
+void CheckStoreKind(const std::string& store_path, const ModelConfig& config);
 
 using LevelMap = std::map<std::string, torch::Tensor>;
 

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <type_traits>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "io/h5.h"
 #include "models/joint.h"
@@ -77,6 +79,22 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
   spec.embedded = false;  // embedded below, after the weights are in
   spec.residual_logits = opts.residual_logits;
   spec.input_size = opts.input_size > 0 ? opts.input_size : teachers[0].meta.datasets.at(0).height;
+  // Video teachers: all of them, each trained on clips of one length, which T* then takes.
+  const bool video = IsVideoModel(teachers[0].net->config());
+  for (size_t i = 0; i < m; ++i) {
+    const auto& c = teachers[i].net->config();
+    if (IsVideoModel(c) != video)
+      throw UsageError(Msg("--teacher: ", teacher_paths[0], " is ", video ? "a video" : "an image", " network and ",
+                           teacher_paths[i], " (", c.arch, ") is not; a joint teacher fuses the maps of image ",
+                           "networks or of video networks, not both"));
+    const int f = teachers[i].meta.datasets.at(0).frames;
+    if (video && f != teachers[0].meta.datasets.at(0).frames)
+      throw Error(Msg("the video teachers were trained on clips of different lengths (", teacher_paths[0], ": ",
+                      teachers[0].meta.datasets.at(0).frames, " frames, ", teacher_paths[i], ": ", f,
+                      "); train them with one --clip-frames"));
+  }
+  if (video) spec.frames = teachers[0].meta.datasets.at(0).frames;
+  std::vector<int64_t> map_frames;
   // Fusion levels and their sizes at the input size.
   std::string sizes;
   for (size_t i = 0; i < m; ++i) {
@@ -88,20 +106,30 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
                            "' (valid: ", JoinNames(maps), ")"));
     net->eval();
     torch::NoGradGuard g;
-    auto r = net->Forward(torch::zeros({1, net->config().in_channels, spec.input_size, spec.input_size}), {level});
+    const int64_t c = net->config().in_channels;
+    auto r = net->Forward(video ? torch::zeros({1, c, spec.frames, spec.input_size, spec.input_size})
+                                : torch::zeros({1, c, spec.input_size, spec.input_size}),
+                          {level});
     const auto& t = r.at(level);
-    spec.teacher_map_size.push_back(t.size(2));
+    const int64_t h = video ? 3 : 2;  // the height's dimension
+    spec.teacher_map_size.push_back(t.size(h));
+    if (video) map_frames.push_back(t.size(2));
     sizes += Msg(sizes.empty() ? "" : "; ", "teacher ", i, " (", teacher_paths[i], ") ", level, ": ", t.size(1), " x ",
-                 t.size(2), " x ", t.size(3));
+                 video ? Msg(t.size(2), " x ") : std::string(), t.size(h), " x ", t.size(h + 1));
     spec.teachers.push_back({teacher_paths[i], teachers[i].sha256, level, net->config(), teachers[i].meta.datasets});
   }
   int64_t lo = *std::min_element(spec.teacher_map_size.begin(), spec.teacher_map_size.end());
   int64_t hi = *std::max_element(spec.teacher_map_size.begin(), spec.teacher_map_size.end());
+  if (video) {
+    spec.fuse_frames = *std::min_element(map_frames.begin(), map_frames.end());
+    if (*std::max_element(map_frames.begin(), map_frames.end()) != spec.fuse_frames) hi = lo + 1;  // sizes differ
+  }
   if (lo != hi && opts.fuse_pool == "none")
-    throw Error(Msg("the fusion maps differ in size at ", spec.input_size, " px: ", sizes,
-                    ". Choose levels of one size (--level) or pool them (--fuse-pool adaptive)"));
+    throw Error(Msg("the fusion maps differ in size at ", spec.input_size, " px", video ? Msg(", ", spec.frames, " frames") : "",
+                    ": ", sizes, ". Choose levels of one size (--level) or pool them (--fuse-pool adaptive)"));
   spec.fuse_size = lo;
-  MLOG(INFO) << "fusion maps at " << spec.input_size << " px: " << sizes;
+  MLOG(INFO) << "fusion maps at " << spec.input_size << " px" << (video ? Msg(", ", spec.frames, " frames") : "")
+             << ": " << sizes;
   if (opts.cout > 0) {
     spec.cout = opts.cout;
   } else {
@@ -168,12 +196,14 @@ nlohmann::json BuildJoint(const std::vector<std::string>& teacher_paths, const s
   for (const auto& p : net->parameters())
     if (p.requires_grad()) trainable += p.numel();
   MLOG(INFO) << "wrote " << out << ": " << m << " teacher(s), heads " << JoinNames(heads) << ", fused "
-             << spec.cout << " x " << spec.fuse_size << " x " << spec.fuse_size << ", " << trainable
+             << spec.cout << " x " << (video ? Msg(spec.fuse_frames, " x ") : "") << spec.fuse_size << " x "
+             << spec.fuse_size << ", " << trainable
              << " trainable parameters";
   return {{"checkpoint", out},
           {"heads", heads},
           {"levels", net->LevelNames()},
           {"fuse_size", spec.fuse_size},
+          {"fuse_frames", spec.fuse_frames},
           {"cout", spec.cout},
           {"trainable_parameters", trainable}};
 }
@@ -221,26 +251,35 @@ void FinetuneJointOptions::Check() const {
   StageOptions::Check();
 }
 
-TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::string>& store_paths,
-                          const std::string& out, const FinetuneJointOptions& opts, Provenance provenance) {
-  Stage stage(opts, out, std::move(provenance));
-  LoadedCheckpoint init = stage.LoadInput("joint", init_path);
-  if (init.meta.kind != "joint") throw Error(Msg(init_path, ": a '", init.meta.kind, "' checkpoint, not a joint teacher"));
-  Net net = init.net;
-  std::set<std::string> unfrozen;
-  if (opts.unfreeze_last_stage) {
-    net = EmbedTeachers(net);
-    for (const auto& n : AsJoint(net, init_path).UnfreezeLastStage()) unfrozen.insert(n);
-    MLOG(INFO) << "unfroze " << unfrozen.size() << " teacher tensors (lr x " << opts.unfreeze_lr_scale << ")";
-  }
+namespace {
+
+LoaderSource JointSource(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows, int64_t per,
+                         std::vector<double> mean, std::vector<double> std) {
+  return {s, std::move(rows), per, std::move(mean), std::move(std)};
+}
+LoaderSource JointSource(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows, int64_t per,
+                         std::vector<double> mean, std::vector<double> std) {
+  LoaderSource src;
+  src.clips = s;
+  src.indices = std::move(rows);
+  src.batch_size = per;
+  src.mean = std::move(mean);
+  src.std = std::move(std);
+  return src;
+}
+
+// The training of T* on image stores, or on clip stores when its teachers are video networks.
+template <class Store>
+TrainResult FinetuneOn(Stage& stage, const std::string& init_path, const LoadedCheckpoint& init, Net& net,
+                       const std::set<std::string>& unfrozen, const std::vector<std::string>& store_paths,
+                       const std::vector<std::shared_ptr<const Store>>& stores, const FinetuneJointOptions& opts) {
+  constexpr bool video = std::is_same<Store, ClipStore>::value;
   JointNetImpl& joint = AsJoint(net, init_path);
-  joint.SetInputRegularisation(opts.input_dropout, opts.input_noise);
   const int m = static_cast<int>(store_paths.size());
-  if (m == 0) throw UsageError("give at least one image store");
+  if (m == 0) throw UsageError(video ? "give at least one clip store" : "give at least one image store");
   if (!opts.features.empty() && static_cast<int>(opts.features.size()) != m)
     throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", m, " stores (one per store, same order)"));
   const int64_t size = joint.spec().input_size;
-  const auto stores = stage.OpenStores(store_paths, true);
   std::vector<HeadInfo> infos;
   std::vector<std::unique_ptr<FeatureCache>> caches;
   for (int d = 0; d < m; ++d) {
@@ -273,7 +312,7 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     if (!seen || !seen->train_fold.active())
       throw UsageError(Msg("--fit-rows held-out: the teacher of '", s.name(), "' (", t.path,
                            ") was trained on every training row; train it with --fold i/k"));
-    fit_rows.push_back(seen->train_fold.Select(s, train, /*held_out=*/true));
+    fit_rows.push_back(seen->train_fold.Select(s.labels(), train, /*held_out=*/true));
     MLOG(INFO) << s.name() << ": fitting on the " << fit_rows.back().size() << " of " << train.size()
                << " training images its teacher never saw (fold " << seen->train_fold.ToString() << ")";
   }
@@ -288,15 +327,17 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
                 : opts.sampling == "equal"     ? std::max<int64_t>(1, opts.batch_size / m)
                                                : std::max<int64_t>(1, std::llround(double(opts.batch_size) * n / total));
     std::vector<double> zeros(static_cast<size_t>(s->channels()), 0.0), ones(static_cast<size_t>(s->channels()), 1.0);
-    sources.push_back({s, fit_rows[static_cast<size_t>(d)], b, zeros, ones});
+    sources.push_back(JointSource(s, fit_rows[static_cast<size_t>(d)], b, zeros, ones));
     MLOG(INFO) << s->name() << ": " << n << " training images, " << b << " per step";
   }
   LoaderOptions lo = opts.TrainLoader();
   lo.augment.out_size = stores[0]->height() == size ? 0 : static_cast<int>(size);
   for (const auto& s : stores)
     if ((s->height() == size) != (stores[0]->height() == size))
-      throw Error("the stores have different image sizes; resize them to the joint teacher's with prepare_data");
+      throw Error(Msg("the stores have different ", video ? "frame" : "image",
+                      " sizes; resize them to the joint teacher's with prepare_data"));
   lo.train_augment = opts.teacher_maps == "online";  // cached maps are of clean images
+  lo.clip_frames = static_cast<int>(joint.spec().frames);  // video: every teacher's clip length
   Loader loader(sources, lo);
 
   // The first-class number: each dataset's own teacher on the validation split.
@@ -366,10 +407,31 @@ TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::s
     if (rec.value("epoch", -1) == r.best_epoch)
       for (const auto& s : stores)
         if (rec.contains("val_" + s->name() + "_teacher_top1")) {
-          MLOG(INFO) << s->name() << ": T* " << opts.val_split << " top-1 " << rec["val_" + s->name() + "_top1"].get<double>()
-                     << " vs its own teacher " << rec["val_" + s->name() + "_teacher_top1"].get<double>();
+          MLOG(INFO) << s->name() << ": T* " << opts.val_split << " top-1 " << rec["val_" + s->name() + "_top1"].template get<double>()
+                     << " vs its own teacher " << rec["val_" + s->name() + "_teacher_top1"].template get<double>();
         }
   return r;
+}
+
+}  // namespace
+
+TrainResult FinetuneJoint(const std::string& init_path, const std::vector<std::string>& store_paths,
+                          const std::string& out, const FinetuneJointOptions& opts, Provenance provenance) {
+  Stage stage(opts, out, std::move(provenance));
+  LoadedCheckpoint init = stage.LoadInput("joint", init_path);
+  if (init.meta.kind != "joint") throw Error(Msg(init_path, ": a '", init.meta.kind, "' checkpoint, not a joint teacher"));
+  Net net = init.net;
+  std::set<std::string> unfrozen;
+  if (opts.unfreeze_last_stage) {
+    net = EmbedTeachers(net);
+    for (const auto& n : AsJoint(net, init_path).UnfreezeLastStage()) unfrozen.insert(n);
+    MLOG(INFO) << "unfroze " << unfrozen.size() << " teacher tensors (lr x " << opts.unfreeze_lr_scale << ")";
+  }
+  JointNetImpl& joint = AsJoint(net, init_path);
+  joint.SetInputRegularisation(opts.input_dropout, opts.input_noise);
+  for (const auto& p : store_paths) CheckStoreKind(p, net->config());
+  if (joint.video()) return FinetuneOn(stage, init_path, init, net, unfrozen, store_paths, stage.OpenClipStores(store_paths, true), opts);
+  return FinetuneOn(stage, init_path, init, net, unfrozen, store_paths, stage.OpenStores(store_paths, true), opts);
 }
 
 }  // namespace mlfd
