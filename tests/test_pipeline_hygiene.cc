@@ -69,9 +69,11 @@ void WriteFakeStages(const TempDir& tmp, const std::vector<std::string>& except 
   fs::create_directories(tmp / "bin");
   const std::string fake = Msg("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> ", tmp / "calls.log",
                                "\nprev=; last=\nfor a; do\n  case \"$prev\" in --out|--md|--html) : > \"$a\" ;; esac\n"
-                               "  prev=$a; last=$a\ndone\n[ \"$(basename \"$0\")\" = prepare_data ] && : > \"$last\"\nexit 0\n");
+                               "  prev=$a; last=$a\ndone\n[ \"$(basename \"$0\")\" = prepare_data ] && : > \"$last\"\n"
+                               "[ \"$(basename \"$0\")\" = make_moving_sprites ] && mkdir -p \"$last\" && "
+                               ": > \"$last/moving_sprites.json\"\nexit 0\n");
   for (const char* b : {"prepare_data", "train_teacher", "build_joint", "finetune_joint", "extract_features", "distill_student",
-                        "evaluate", "report"}) {
+                        "evaluate", "report", "make_moving_sprites"}) {
     if (std::find(except.begin(), except.end(), b) != except.end()) continue;
     WriteText(tmp / Msg("bin/", b), fake);
     fs::permissions(tmp / Msg("bin/", b), fs::perms::owner_all);
