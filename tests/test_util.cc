@@ -110,5 +110,26 @@ std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, 
   return store;
 }
 
+std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class) {
+  using mlfd::Msg;
+  std::string src = MakeStore(tmp, "src", 3, 10, 12, 1, 3);
+  auto r = RunTool("make_moving_sprites", "-v 0 --motions left,right --frames " +
+                                              std::to_string(frames) +
+                                              " --canvas 24 --clips-per-class " + per_class +
+                                              " --seed 2 " + src + " " + (tmp / "sprites"));
+  if (r.exit_code != 0) throw std::runtime_error("make_moving_sprites failed: " + r.err);
+  std::string sources;
+  for (const char* split : {"train", "val", "test"})
+    sources += Msg(sources.empty() ? "" : ", ", R"({"kind": "frame_folder", "root": ")",
+                   tmp / "sprites/", split, R"(", "split": ")", split, R"("})");
+  WriteText(tmp / "clips.json",
+            Msg(R"({"name": "sprites", "classes": "folders", "sources": [)", sources,
+                R"(], "split": {"mode": "official"}, "image": {"size": 24, "channels": 1}})"));
+  std::string store = tmp / "clips.h5";
+  r = RunTool("prepare_data",
+              "-v 0 --frames " + std::to_string(frames) + " " + (tmp / "clips.json") + " " + store);
+  if (r.exit_code != 0) throw std::runtime_error("prepare_data failed: " + r.err);
+  return store;
+}
 
 }  // namespace mlfd_test

@@ -46,6 +46,12 @@ const std::string& BuildBinDir();
 std::string MakeStore(const TempDir& tmp, const std::string& name, int classes, int per_class, int size,
                       int channels, uint64_t seed);
 
+// Moving sprites (2 motions, left and right, on a 24 x 24 canvas, 1 channel) from a tiny image
+// store "src" (written beside it, tmp/src.h5), as the clip store tmp/clips.h5 ("sprites") of
+// `frames` frames; `per_class` is make_moving_sprites --clips-per-class (train,val,test). Returns
+// its path.
+std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class);
+
 }  // namespace mlfd_test
 
 #define MLFD_SOURCE_DIR (::mlfd_test::SourceDir())

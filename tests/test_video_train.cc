@@ -14,6 +14,7 @@
 #include "util/error.h"
 
 using namespace mlfd;
+using mlfd_test::MakeSpriteClips;
 using mlfd_test::RunTool;
 using mlfd_test::TempDir;
 using mlfd_test::WriteText;
@@ -31,25 +32,6 @@ std::vector<cv::Mat> RandomFrames(int n, unsigned seed, int channels = 1) {
     frames.push_back(f);
   }
   return frames;
-}
-
-// Moving sprites (2 motions) from a tiny image store, as a clip store of `frames` frames.
-std::string MakeSpriteClips(const TempDir& tmp, int frames, const std::string& per_class) {
-  std::string src = mlfd_test::MakeStore(tmp, "src", 3, 10, 12, 1, 3);
-  auto r = RunTool("make_moving_sprites", "-v 0 --motions left,right --frames " + std::to_string(frames) +
-                                              " --canvas 24 --clips-per-class " + per_class + " --seed 2 " + src +
-                                              " " + (tmp / "sprites"));
-  if (r.exit_code != 0) throw std::runtime_error("make_moving_sprites failed: " + r.err);
-  std::string sources;
-  for (const char* split : {"train", "val", "test"})
-    sources += Msg(sources.empty() ? "" : ", ", R"({"kind": "frame_folder", "root": ")", tmp / "sprites/", split,
-                   R"(", "split": ")", split, R"("})");
-  WriteText(tmp / "clips.json", Msg(R"({"name": "sprites", "classes": "folders", "sources": [)", sources,
-                                    R"(], "split": {"mode": "official"}, "image": {"size": 24, "channels": 1}})"));
-  std::string store = tmp / "clips.h5";
-  r = RunTool("prepare_data", "-v 0 --frames " + std::to_string(frames) + " " + (tmp / "clips.json") + " " + store);
-  if (r.exit_code != 0) throw std::runtime_error("prepare_data failed: " + r.err);
-  return store;
 }
 
 }  // namespace

@@ -187,15 +187,38 @@ bool IsVideoArch(const std::string& arch) {
   return arch == "r3d_18" || arch == "mc3_18" || arch == "r2plus1d_18";
 }
 
-void CheckStoreKind(const std::string& store_path, const std::string& arch) {
+bool IsVideoModel(const ModelConfig& c) {
+  if (IsVideoArch(c.arch)) return true;
+  if (c.arch != "joint" || !c.joint.is_object() || !c.joint.contains("teachers") ||
+      !c.joint["teachers"].is_array())
+    return false;
+  for (const auto& t : c.joint["teachers"])
+    if (t.is_object() && t.contains("model") && t["model"].is_object() &&
+        t["model"].contains("arch") && t["model"]["arch"].is_string() &&
+        IsVideoArch(t["model"]["arch"].get<std::string>()))
+      return true;
+  return false;
+}
+
+namespace {
+void CheckStoreKindOf(const std::string& store_path, const std::string& arch, bool video) {
   const bool clips = IsClipStore(store_path);
-  if (IsVideoArch(arch) && !clips)
+  if (video && !clips)
     throw Error(Msg(store_path, ": is an image store, but ", arch,
                     " is a video network (input N x C x T x H x W); give it a clip store "
                     "(prepare_data with a video or frame-folder manifest)"));
-  if (!IsVideoArch(arch) && clips)
+  if (!video && clips)
     throw Error(Msg(store_path, ": is a clip store, but ", arch,
                     " is an image network; train a video network (r3d_18, mc3_18, r2plus1d_18) on clips"));
+}
+}  // namespace
+
+void CheckStoreKind(const std::string& store_path, const std::string& arch) {
+  CheckStoreKindOf(store_path, arch, IsVideoArch(arch));
+}
+
+void CheckStoreKind(const std::string& store_path, const ModelConfig& model) {
+  CheckStoreKindOf(store_path, model.arch, IsVideoModel(model));
 }
 
 nlohmann::json ModelConfig::ToJson() const {

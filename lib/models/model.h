@@ -41,9 +41,14 @@ std::vector<std::string> ArchNames();
 // Whether `arch` is a video network (input N x C x T x H x W, 5-D maps): r3d_18, mc3_18,
 // r2plus1d_18.
 bool IsVideoArch(const std::string& arch);
+// Whether a network of this config reads clips: a video architecture, or a joint teacher (arch
+// "joint") whose member teachers are video networks (its maps are then N x C x T x H x W too).
+bool IsVideoModel(const ModelConfig& config);
 // Refuses, with one line naming the file and the architecture, a store of the wrong kind for
 // `arch`: a video network reads clip stores, an image network image stores.
 void CheckStoreKind(const std::string& store_path, const std::string& arch);
+// The same for a network of this config (a joint teacher of video networks reads clips).
+void CheckStoreKind(const std::string& store_path, const ModelConfig& model);
 
 using LevelMap = std::map<std::string, torch::Tensor>;
 
