@@ -323,18 +323,19 @@ TEST_CASE("loss terms match closed forms", "[unit][distill][losses]") {
   s.teachers.resize(1);
   s.student["layer4"] = torch::ones({2, 4, 3, 3});
   s.teachers[0]["fused"] = torch::full({2, 4, 3, 3}, 3.0);
-  auto hint = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", false);
+  auto hint = MakeHintTerm(0.2, "layer4", 4, "fused", 4, 4, "auto", false);
   CHECK(hint->adapter() == nullptr);  // same channels: no regressor
   CHECK(hint->Compute(s).item<double>() == Approx(4.0));
   s.teachers[0]["fused"] = torch::full({2, 4, 6, 6}, 3.0);
   CHECK_THROWS_WITH(hint->Compute(s), Catch::Contains("spatial sizes differ (student 3x3, teacher 6x6)"));
-  auto pooled = MakeHintTerm(0.2, "layer4", 4, "fused", 4, true, "auto", true);
+  auto pooled = MakeHintTerm(0.2, "layer4", 4, "fused", 4, 4, "auto", true);
   CHECK(pooled->Compute(s).item<double>() == Approx(4.0));
-  auto reg = MakeHintTerm(1.0, "layer4", 4, "fused", 8, true, "auto", true);
+  auto reg = MakeHintTerm(1.0, "layer4", 4, "fused", 8, 4, "auto", true);
   REQUIRE(reg->adapter() != nullptr);
   CHECK(reg->adapter()->parameters().size() == 1);  // 1x1 conv, no bias
   CHECK(reg->adapter()->parameters()[0].sizes() == torch::IntArrayRef({8, 4, 1, 1}));
-  CHECK_THROWS_WITH(MakeHintTerm(1.0, "layer4", 4, "fused", 8, true, "none", false), Catch::Contains("need a regressor"));
+  CHECK_THROWS_WITH(MakeHintTerm(1.0, "layer4", 4, "fused", 8, 4, "none", false),
+                    Catch::Contains("need a regressor"));
   Signals ce;
   ce.student["logits"] = zs;
   ce.labels = torch::tensor({1, 2});

@@ -14,6 +14,7 @@
 #include "util/error.h"
 
 using namespace mlfd;
+using mlfd_test::MakeSpriteClips;
 using mlfd_test::RunTool;
 using mlfd_test::TempDir;
 using mlfd_test::MakeSpriteClips;

@@ -6,17 +6,18 @@
 #include <algorithm>
 #include <fstream>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "data/loader.h"
 #include "distill/student.h"
 #include "io/h5.h"
 #include "io/tensor_io.h"
 #include "models/checkpoint.h"
-#include "models/joint.h"
-#include "util/options.h"
 #include "models/device.h"
+#include "models/joint.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/options.h"
 #include "util/progress.h"
 #include "util/provenance.h"
 
@@ -52,8 +53,10 @@ void ExtractOptions::Check() const {
   c.Throw();
 }
 
-std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher,
-                                              const ImageStore& store) {
+namespace {
+template <class Store>
+std::vector<std::string> StudentTeacherLevelsOf(const std::string& student_options, Net& teacher,
+                                                const Store& store) {
   StudentOptions so;
   po::options_description d;
   so.Register(d);
@@ -69,13 +72,29 @@ std::vector<std::string> StudentTeacherLevels(const std::string& student_options
     const MethodSpec& m = FindMethod(so.method);
     if (m.multi_teacher())
       throw UsageError(Msg("method ", m.name, " reads several teachers; give their caches' levels with --levels"));
-    Net student = BuildModel(StudentConfig(so, store));
+    ModelConfig config = StudentConfig(so, store);
+    constexpr bool clips = std::is_same<Store, ClipStore>::value;
+    if (IsVideoArch(config.arch) != clips)
+      throw UsageError(Msg("the student (", config.arch, ") is ", clips ? "an image" : "a video",
+                           " network, but ", store.path(), " is ",
+                           clips ? "a clip store" : "an image store"));
+    Net student = BuildModel(config);
     std::vector<Net> teachers{teacher};
     StudentLoss loss = BuildStudentLoss(so, teachers, student);
     return loss.teacher_levels.at(0);
   } catch (const UsageError& e) {
     throw UsageError(Msg("--for-student '", student_options, "': ", e.what()));
   }
+}
+}  // namespace
+
+std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher,
+                                              const ImageStore& store) {
+  return StudentTeacherLevelsOf(student_options, teacher, store);
+}
+std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher,
+                                              const ClipStore& store) {
+  return StudentTeacherLevelsOf(student_options, teacher, store);
 }
 
 namespace {
@@ -88,8 +107,10 @@ int64_t PeakRssBytes() {
 }
 }  // namespace
 
-std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path, const ImageStore& store,
-                                     const ExtractOptions& opts) {
+namespace {
+template <class Store>
+std::vector<std::string> CacheLevelsOf(LoadedCheckpoint& ck, const std::string& model_path,
+                                       const Store& store, const ExtractOptions& opts) {
   std::vector<std::string> levels = opts.levels;
   for (const auto& so : opts.for_students)
     for (const auto& l : StudentTeacherLevels(so, ck.net, store))
@@ -110,20 +131,57 @@ std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& mo
     }
   return levels;
 }
+}  // namespace
+
+std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path,
+                                     const ImageStore& store, const ExtractOptions& opts) {
+  return CacheLevelsOf(ck, model_path, store, opts);
+}
+std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path,
+                                     const ClipStore& store, const ExtractOptions& opts) {
+  return CacheLevelsOf(ck, model_path, store, opts);
+}
 
 std::vector<std::string> CacheLevels(const std::string& model_path, const std::string& store_path,
                                      const ExtractOptions& opts) {
   LoadedCheckpoint ck = LoadCheckpoint(model_path);
-  ImageStore store = ImageStore::Open(store_path);
-  return CacheLevels(ck, model_path, store, opts);
+  CheckStoreKind(store_path, ck.meta.model);
+  if (IsClipStore(store_path))
+    return CacheLevels(ck, model_path, ClipStore::Open(store_path), opts);
+  return CacheLevels(ck, model_path, ImageStore::Open(store_path), opts);
 }
 
-nlohmann::json ExtractFeatures(const std::string& model_path, const std::string& store_path, const std::string& out,
-                               const ExtractOptions& opts, Provenance provenance) {
-  h5::CheckOutputPath(out, kFeatureFormat);
-  torch::Device device = ParseDevice(opts.device);
-  LoadedCheckpoint ck = LoadCheckpoint(model_path);
-  auto store = std::make_shared<ImageStore>(ImageStore::Open(store_path));
+namespace {
+
+// What the loader reads of `store`: its rows, as images (image stores) or as the centred temporal
+// crop of `info.frames` frames (clip stores: the view evaluate scores).
+LoaderSource Source(const std::shared_ptr<const ImageStore>& s, const std::vector<int64_t>& rows,
+                    int64_t batch, const HeadInfo& info, LoaderOptions*) {
+  return LoaderSource{s, rows, batch, info.mean, info.std};
+}
+LoaderSource Source(const std::shared_ptr<const ClipStore>& s, const std::vector<int64_t>& rows,
+                    int64_t batch, const HeadInfo& info, LoaderOptions* lo) {
+  if (info.frames > s->frames())
+    throw Error(
+        Msg(s->path(), ": clips of ", s->frames(), " frames, but the model takes ", info.frames));
+  lo->clip_frames = info.frames;
+  lo->clip_views = 1;
+  lo->clip_view = 0;
+  LoaderSource src;
+  src.clips = s;
+  src.indices = rows;
+  src.batch_size = batch;
+  src.mean = info.mean;
+  src.std = info.std;
+  return src;
+}
+
+template <class Store>
+nlohmann::json ExtractOn(const std::string& model_path, const std::string& store_path,
+                         const std::string& out, LoadedCheckpoint& ck, const ExtractOptions& opts,
+                         Provenance provenance, torch::Device device) {
+  constexpr bool clips = std::is_same<Store, ClipStore>::value;
+  auto store = std::make_shared<const Store>(Store::Open(store_path));
   provenance.AddInputFingerprint("model", model_path, ck.sha256);
   provenance.AddInputFingerprint("store", store_path, store->Fingerprint());
   const std::string ds = opts.dataset.empty() ? store->name() : opts.dataset;
@@ -147,6 +205,8 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
   f.SetJsonAttr("/", "levels", levels);
   f.SetAttr("/", "dtype", opts.dtype);
   f.SetJsonAttr("/", "model", ck.meta.model.ToJson());
+  if (clips)  // the temporal crop every clip was cut to (its centred crop; 0 = all stored frames)
+    f.SetAttr("/", "frames", static_cast<int64_t>(info.frames));
 
   Net net = ck.net;
   net->to(device);
@@ -158,11 +218,14 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
   eval.out_size = (info.height == store->height() && info.width == store->width()) ? 0 : info.height;
   nlohmann::json summary = {{"levels", nlohmann::json::object()}};
   int64_t total_bytes = 0, total_images = 0;
-  Progress progress("extracting features", [&] {
-    int64_t n = 0;
-    for (const auto& s : opts.splits) n += static_cast<int64_t>(store->split(s).size());
-    return n;
-  }(), "images");
+  Progress progress(
+      "extracting features",
+      [&] {
+        int64_t n = 0;
+        for (const auto& s : opts.splits) n += static_cast<int64_t>(store->split(s).size());
+        return n;
+      }(),
+      clips ? "clips" : "images");
   for (const auto& split : opts.splits) {
     const auto& rows = store->split(split);
     const int64_t n = static_cast<int64_t>(rows.size());
@@ -177,7 +240,8 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
     lo.augment = eval;
     lo.workers = opts.workers;
     lo.cache_in_memory = false;  // bounded memory: rows are read batch by batch
-    Loader loader({LoaderSource{store, rows, opts.batch_size, info.mean, info.std}}, lo);
+    LoaderSource src = Source(store, rows, opts.batch_size, info, &lo);
+    Loader loader({src}, lo);
     loader.StartEpoch(0);
     Batch b;
     int64_t row = 0;
@@ -216,9 +280,25 @@ nlohmann::json ExtractFeatures(const std::string& model_path, const std::string&
   summary["feature_bytes"] = total_bytes;
   summary["seconds"] = progress.ElapsedSeconds();
   summary["peak_rss_bytes"] = PeakRssBytes();
-  MLOG(INFO) << "wrote " << out << ": " << total_images << " images, " << total_bytes / 1e6 << " MB of features, peak RSS "
-             << PeakRssBytes() / 1e6 << " MB";
+  MLOG(INFO) << "wrote " << out << ": " << total_images << (clips ? " clips, " : " images, ")
+             << total_bytes / 1e6 << " MB of features, peak RSS " << PeakRssBytes() / 1e6 << " MB";
   return summary;
+}
+
+}  // namespace
+
+nlohmann::json ExtractFeatures(const std::string& model_path, const std::string& store_path,
+                               const std::string& out, const ExtractOptions& opts,
+                               Provenance provenance) {
+  h5::CheckOutputPath(out, kFeatureFormat);
+  torch::Device device = ParseDevice(opts.device);
+  LoadedCheckpoint ck = LoadCheckpoint(model_path);
+  CheckStoreKind(store_path, ck.meta.model);
+  if (IsClipStore(store_path))
+    return ExtractOn<ClipStore>(model_path, store_path, out, ck, opts, std::move(provenance),
+                                device);
+  return ExtractOn<ImageStore>(model_path, store_path, out, ck, opts, std::move(provenance),
+                               device);
 }
 
 }  // namespace mlfd

@@ -1,6 +1,8 @@
-// extract_features: runs a frozen network over the splits of an image store and writes its
-// named levels as a feature cache (format in io/feature_cache.h, docs/formats.md). Streams: one
-// batch at a time is in memory whatever the store's size.
+// extract_features: runs a frozen network over the splits of an image store (or, for a video
+// network, a clip store: the centred temporal crop of the frames it was trained on, as evaluate
+// sees them) and writes its named levels as a feature cache (format in io/feature_cache.h,
+// docs/formats.md; a video network's maps are C x T x H x W per row). Streams: one batch at a
+// time is in memory whatever the store's size.
 #pragma once
 
 #include <boost/program_options.hpp>
@@ -17,6 +19,7 @@ namespace mlfd {
 struct Provenance;  // util/provenance.h
 
 class ImageStore;
+class ClipStore;
 
 struct ExtractOptions {
   std::vector<std::string> levels;                    // level names; "logits" is always added
@@ -40,12 +43,16 @@ struct ExtractOptions {
 // string) reads from `teacher` as its single teacher on `store` ("logits" included when its loss
 // reads them). UsageError for options distill_student would refuse or a multi-teacher method.
 std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher, const ImageStore& store);
+std::vector<std::string> StudentTeacherLevels(const std::string& student_options, Net& teacher,
+                                              const ClipStore& store);
 
 // What a cache of `model` (`ck`, loaded) over `store` with these options holds: --levels, the
 // levels of every --for-student, the teacher inputs (--teacher-inputs) and "logits", in that order
 // without repeats; UsageError naming a level the model lacks.
 std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path, const ImageStore& store,
                                      const ExtractOptions& opts);
+std::vector<std::string> CacheLevels(LoadedCheckpoint& ck, const std::string& model_path,
+                                     const ClipStore& store, const ExtractOptions& opts);
 std::vector<std::string> CacheLevels(const std::string& model_path, const std::string& store_path,
                                      const ExtractOptions& opts);
 

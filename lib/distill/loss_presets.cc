@@ -68,9 +68,11 @@ TermList BuildSingleTeacherTerms(const LossContext& c) {
   auto tchan = c.teachers[0]->LevelChannels(), schan = c.student->LevelChannels();
   if (loss.w_kd > 0) terms.push_back(MakeKdTerm(loss.w_kd, loss.temperature));
   for (const auto& p : loss.pairs) {
-    bool map = p.student != "pool" && p.student != "embed";
-    terms.push_back(MakeHintTerm(p.weight, p.student, schan.at(p.student), p.teacher, tchan.at(p.teacher), map,
-                                 p.regressor, o.pool_mismatch));
+    // The regressor reads the student's level: a vector, a map, or a video student's clip map.
+    const bool map = p.student != "pool" && p.student != "embed";
+    const int dims = !map ? 0 : IsVideoArch(c.student->config().arch) ? 5 : 4;
+    terms.push_back(MakeHintTerm(p.weight, p.student, schan.at(p.student), p.teacher,
+                                 tchan.at(p.teacher), dims, p.regressor, o.pool_mismatch));
   }
   if (loss.w_ce > 0) terms.push_back(MakeCeTerm(loss.w_ce, o.label_smoothing));
   return terms;

@@ -13,16 +13,35 @@ torch::Tensor SoftTargetLoss(const torch::Tensor& zs, const torch::Tensor& zt, d
   return -(p * logq).sum(1).mean() * (t * t);
 }
 
+namespace {
+// "HxW" (maps) or "TxHxW" (clip maps): the sizes after the channels.
+std::string SizeText(const torch::Tensor& x) {
+  std::string s;
+  for (int64_t i = 2; i < x.dim(); ++i) s += (s.empty() ? "" : "x") + std::to_string(x.size(i));
+  return s;
+}
+}  // namespace
+
 std::pair<torch::Tensor, torch::Tensor> MatchSpatial(const torch::Tensor& a, const torch::Tensor& b, bool pool,
                                                      const std::string& what) {
   if (a.dim() != b.dim())
     throw Error(Msg(what, ": a ", a.dim(), "-d level cannot be matched with a ", b.dim(), "-d level"));
-  if (a.dim() != 4 || (a.size(2) == b.size(2) && a.size(3) == b.size(3))) return {a, b};
+  if (a.dim() < 4) return {a, b};  // vectors
+  if (a.dim() > 5)
+    throw Error(Msg(what, ": ", a.dim(), "-d levels are neither maps nor clip maps"));
+  if (a.sizes().slice(2) == b.sizes().slice(2)) return {a, b};
+  const bool clip = a.dim() == 5;
   if (!pool)
-    throw Error(Msg(what, ": spatial sizes differ (student ", a.size(2), "x", a.size(3), ", teacher ", b.size(2), "x",
-                    b.size(3), "); choose other levels or pass --pool-mismatch"));
-  int64_t h = std::min(a.size(2), b.size(2)), w = std::min(a.size(3), b.size(3));
-  return {torch::adaptive_avg_pool2d(a, {h, w}), torch::adaptive_avg_pool2d(b, {h, w})};
+    throw Error(Msg(
+        what, clip ? ": sizes T x H x W differ (student " : ": spatial sizes differ (student ",
+        SizeText(a), ", teacher ", SizeText(b), "); choose other levels or pass --pool-mismatch"));
+  std::vector<int64_t> size;
+  for (int64_t i = 2; i < a.dim(); ++i) size.push_back(std::min(a.size(i), b.size(i)));
+  auto to = [&](const torch::Tensor& x) {
+    if (x.sizes().slice(2) == torch::IntArrayRef(size)) return x;
+    return clip ? torch::adaptive_avg_pool3d(x, size) : torch::adaptive_avg_pool2d(x, size);
+  };
+  return {to(a), to(b)};
 }
 
 namespace {
@@ -64,17 +83,27 @@ class KdTerm : public LossTerm {
 
 class HintTerm : public LossTerm {
  public:
-  HintTerm(double w, std::string sl, int sc, std::string tl, int tc, bool map, const std::string& regressor, bool pool,
-           int k)
-      : LossTerm("mse_" + sl + "_" + (k ? Msg("t", k, ".") : "") + tl, w), sl_(std::move(sl)), tl_(std::move(tl)),
-        pool_(pool), k_(k) {
+  HintTerm(double w, std::string sl, int sc, std::string tl, int tc, int map_dims,
+           const std::string& regressor, bool pool, int k)
+      : LossTerm("mse_" + sl + "_" + (k ? Msg("t", k, ".") : "") + tl, w),
+        sl_(std::move(sl)),
+        tl_(std::move(tl)),
+        pool_(pool),
+        k_(k),
+        dims_(map_dims) {
+    if (map_dims != 0 && map_dims != 4 && map_dims != 5)
+      throw Error(Msg("level pair ", sl_, ":", tl_, ": ", map_dims,
+                      "-d maps (maps are 4-d, clip maps 5-d)"));
     bool need = regressor == "conv" || (regressor == "auto" && sc != tc);
     if (regressor == "none" && sc != tc)
       throw UsageError(Msg("level pair ", sl_, ":", tl_, ": ", sc, " vs ", tc, " channels need a regressor"));
     if (need) {
       module_ = std::make_shared<torch::nn::Module>();
-      if (map)
+      if (map_dims == 4)
         conv_ = module_->register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(sc, tc, 1).bias(false)));
+      else if (map_dims == 5)
+        conv3_ = module_->register_module(
+            "conv", torch::nn::Conv3d(torch::nn::Conv3dOptions(sc, tc, 1).bias(false)));
       else
         linear_ = module_->register_module("linear", torch::nn::Linear(sc, tc));
     }
@@ -86,9 +115,9 @@ class HintTerm : public LossTerm {
     torch::Tensor a = s.student.at(sl_);
     torch::Tensor b = s.teacher(k_).at(tl_).to(a.scalar_type());
     if (module_) {
-      if ((a.dim() == 4) != static_cast<bool>(conv_))
+      if (a.dim() != (dims_ == 0 ? 2 : dims_))
         throw Error(Msg(name(), ": level ", sl_, " is ", a.dim(), "-d, not what its regressor was built for"));
-      a = conv_ ? conv_->forward(a) : linear_->forward(a);
+      a = conv_ ? conv_->forward(a) : conv3_ ? conv3_->forward(a) : linear_->forward(a);
     }
     auto [x, y] = MatchSpatial(a, b, pool_, name());
     if (x.sizes() != y.sizes())
@@ -99,9 +128,10 @@ class HintTerm : public LossTerm {
  private:
   std::string sl_, tl_;
   bool pool_;
-  int k_;
+  int k_, dims_;
   std::shared_ptr<torch::nn::Module> module_;
   torch::nn::Conv2d conv_{nullptr};
+  torch::nn::Conv3d conv3_{nullptr};
   torch::nn::Linear linear_{nullptr};
 };
 
@@ -109,9 +139,10 @@ class HintTerm : public LossTerm {
 
 std::unique_ptr<LossTerm> MakeCeTerm(double weight, double ls) { return std::make_unique<CeTerm>(weight, ls); }
 std::unique_ptr<LossTerm> MakeKdTerm(double weight, double t, int k) { return std::make_unique<KdTerm>(weight, t, k); }
-std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& sl, int sc, const std::string& tl, int tc,
-                                       bool map, const std::string& regressor, bool pool, int k) {
-  return std::make_unique<HintTerm>(weight, sl, sc, tl, tc, map, regressor, pool, k);
+std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& sl, int sc,
+                                       const std::string& tl, int tc, int map_dims,
+                                       const std::string& regressor, bool pool, int k) {
+  return std::make_unique<HintTerm>(weight, sl, sc, tl, tc, map_dims, regressor, pool, k);
 }
 
 }  // namespace mlfd

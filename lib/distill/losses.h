@@ -70,18 +70,23 @@ class LossTerm {
 std::unique_ptr<LossTerm> MakeCeTerm(double weight, double label_smoothing);
 // Hinton's soft-target loss: T^2 * CE(softmax(zT/T), log_softmax(zS/T)), batch mean.
 std::unique_ptr<LossTerm> MakeKdTerm(double weight, double temperature, int teacher = 0);
-// MSE between a student level (through `regressor`: "conv" 1x1 conv for maps / linear for vectors,
-// "none", or "auto" = one only when the channels differ) and a teacher level. `pool`: average-pool
-// the larger map to the smaller one on a spatial mismatch (else an error naming both sizes).
-std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& student_level, int student_channels,
-                                       const std::string& teacher_level, int teacher_channels, bool map,
+// MSE between a student level (through `regressor`: "conv" = a 1x1 Conv2d for maps, a 1x1x1 Conv3d
+// for clip maps, a linear layer for vectors; "none"; or "auto" = one only when the channels differ)
+// and a teacher level. `map_dims`: 4 for N x C x H x W maps, 5 for N x C x T x H x W clip maps
+// (video networks), 0 for N x C vectors. `pool`: average-pool the larger map to the smaller one on
+// a size mismatch (H, W, and T of clip maps; else an error naming both sizes).
+std::unique_ptr<LossTerm> MakeHintTerm(double weight, const std::string& student_level,
+                                       int student_channels, const std::string& teacher_level,
+                                       int teacher_channels, int map_dims,
                                        const std::string& regressor, bool pool, int teacher = 0);
 
 // The soft-target loss itself (exposed for tests): mean over the batch.
 torch::Tensor SoftTargetLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                              double temperature);
 
-// Brings two maps to one spatial size (adaptive average pooling of the larger) or throws.
+// Brings two maps (N x C x H x W) or two clip maps (N x C x T x H x W) to one size: per dimension
+// the smaller of the two, by adaptive average pooling of the larger (`pool`), else Error naming
+// both sizes. Vectors and maps of equal size pass unchanged; a 4-d and a 5-d level are refused.
 std::pair<torch::Tensor, torch::Tensor> MatchSpatial(const torch::Tensor& a, const torch::Tensor& b, bool pool,
                                                      const std::string& what);
 

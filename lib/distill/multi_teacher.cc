@@ -24,10 +24,19 @@ torch::Tensor PerChannel(const torch::Tensor& v, const torch::Tensor& like) {
   shape[1] = -1;
   return v.view(shape);
 }
-torch::Tensor PoolTo(const torch::Tensor& x, int64_t h, int64_t w) {
-  if (x.size(2) == h && x.size(3) == w) return x;
-  return torch::adaptive_avg_pool2d(x, {h, w});
+// `x` (a map or a clip map) average-pooled to the sizes after the channels of `like`.
+torch::Tensor PoolTo(const torch::Tensor& x, const torch::Tensor& like) {
+  const auto size = like.sizes().slice(2);
+  if (x.sizes().slice(2) == size) return x;
+  return x.dim() == 5 ? torch::adaptive_avg_pool3d(x, size) : torch::adaptive_avg_pool2d(x, size);
 }
+// Every dimension after the channels (H, W; T, H, W of clip maps).
+std::vector<int64_t> PositionDims(const torch::Tensor& x) {
+  std::vector<int64_t> d;
+  for (int64_t i = 2; i < x.dim(); ++i) d.push_back(i);
+  return d;
+}
+int MapDims(bool clips) { return clips ? 5 : 4; }
 }  // namespace
 
 // ================================================================ UNIC
@@ -81,28 +90,36 @@ void TruncNormal_(torch::Tensor t, double std) {
 
 namespace {
 
-// Linear -> GELU -> Linear, per position when applied to maps (as 1x1 convolutions).
+// Linear -> GELU -> Linear, per position when applied to maps (as 1x1 convolutions; 1x1x1 ones on
+// clip maps).
 struct ProjectorImpl : torch::nn::Module {
-  ProjectorImpl(int in, int hidden, int out, bool map) : map(map) {
-    if (map) {
+  ProjectorImpl(int in, int hidden, int out, bool map, bool clips = false)
+      : map(map), clips(clips) {
+    torch::NoGradGuard g;
+    if (map && clips) {
+      d1 = register_module("fc1", torch::nn::Conv3d(torch::nn::Conv3dOptions(in, hidden, 1)));
+      d2 = register_module("fc2", torch::nn::Conv3d(torch::nn::Conv3dOptions(hidden, out, 1)));
+      TruncNormal_(d1->weight, 0.02), TruncNormal_(d2->weight, 0.02);
+      d1->bias.zero_(), d2->bias.zero_();
+    } else if (map) {
       c1 = register_module("fc1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, hidden, 1)));
       c2 = register_module("fc2", torch::nn::Conv2d(torch::nn::Conv2dOptions(hidden, out, 1)));
       TruncNormal_(c1->weight, 0.02), TruncNormal_(c2->weight, 0.02);
-      torch::NoGradGuard g;
       c1->bias.zero_(), c2->bias.zero_();
     } else {
       l1 = register_module("fc1", torch::nn::Linear(in, hidden));
       l2 = register_module("fc2", torch::nn::Linear(hidden, out));
       TruncNormal_(l1->weight, 0.02), TruncNormal_(l2->weight, 0.02);
-      torch::NoGradGuard g;
       l1->bias.zero_(), l2->bias.zero_();
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    return map ? c2->forward(F::gelu(c1->forward(x))) : l2->forward(F::gelu(l1->forward(x)));
+    if (!map) return l2->forward(F::gelu(l1->forward(x)));
+    return clips ? d2->forward(F::gelu(d1->forward(x))) : c2->forward(F::gelu(c1->forward(x)));
   }
-  bool map;
+  bool map, clips;
   torch::nn::Conv2d c1{nullptr}, c2{nullptr};
+  torch::nn::Conv3d d1{nullptr}, d2{nullptr};
   torch::nn::Linear l1{nullptr}, l2{nullptr};
 };
 TORCH_MODULE(Projector);
@@ -123,8 +140,9 @@ class UnicTerm : public LossTerm {
           vec_.push_back(module_->register_module(Msg("t", k, "_vector_", spec_.stages[l]),
                                                   Projector(spec_.stage_channels[l], hidden, t.vector_dim, false)));
         if (spec_.map_target)
-          map_.push_back(module_->register_module(Msg("t", k, "_map_", spec_.stages[l]),
-                                                  Projector(spec_.stage_channels[l], hidden, t.map_channels, true)));
+          map_.push_back(module_->register_module(
+              Msg("t", k, "_map_", spec_.stages[l]),
+              Projector(spec_.stage_channels[l], hidden, t.map_channels, true, spec_.clips)));
       }
       // Running statistics of the targets (start 0 / 1), resumed with the run.
       if (spec_.vector_target) {
@@ -154,23 +172,26 @@ class UnicTerm : public LossTerm {
     std::vector<torch::Tensor> stage;
     for (const auto& l : spec_.stages) {
       stage.push_back(s.student.at(l));
-      if (stage.back().dim() != 4) throw Error(Msg("unic: student level ", l, " is not a map"));
+      if (stage.back().dim() != MapDims(spec_.clips))
+        throw Error(Msg("unic: student level ", l, " is not a ", spec_.clips ? "clip map" : "map"));
     }
     // Each stage's global average, shared by every teacher's vector projectors.
     std::vector<torch::Tensor> pooled;
     if (spec_.vector_target)
-      for (const auto& x : stage) pooled.push_back(x.mean({2, 3}));
+      for (const auto& x : stage) pooled.push_back(x.mean(PositionDims(x)));
     // The per-image loss of one target type of teacher k: its standardised target against the sum
     // of the ladder's predictions (maps: each stage pooled to the target's size, per position).
     auto target_loss = [&](size_t k, const std::string& level, bool map, torch::Tensor& mean, torch::Tensor& std,
                            std::vector<Projector>& proj) {
       torch::Tensor target = s.teacher(k).at(level);
-      if (target.dim() != (map ? 4 : 2))
-        throw Error(Msg("unic: teacher ", k, " level ", level, map ? " is not a map" : " is not a vector"));
+      if (target.dim() != (map ? MapDims(spec_.clips) : 2))
+        throw Error(
+            Msg("unic: teacher ", k, " level ", level,
+                map ? (spec_.clips ? " is not a clip map" : " is not a map") : " is not a vector"));
       target = StandardizeAndUpdate(target, mean, std, m);
       torch::Tensor pred;
       for (size_t l = 0; l < L; ++l) {
-        torch::Tensor v = proj[k * L + l]->forward(map ? PoolTo(stage[l], target.size(2), target.size(3)) : pooled[l]);
+        torch::Tensor v = proj[k * L + l]->forward(map ? PoolTo(stage[l], target) : pooled[l]);
         pred = pred.defined() ? pred + v : v;
       }
       return UnicPerImageLoss(pred, target);
@@ -328,8 +349,10 @@ class AmtmlTerm : public LossTerm {
       return torch::softmax(v, 0).unsqueeze(0).expand({n, K});
     }
     torch::Tensor map = s.student.at(spec_.student_map).to(torch::kFloat32);
-    if (map.dim() != 4) throw Error(Msg("amtml: student level ", spec_.student_map, " is not a map"));
-    torch::Tensor beta = spec_.pool == "max" ? map.amax({2, 3}) : map.mean({2, 3});
+    if (map.dim() != 4 && map.dim() != 5)
+      throw Error(Msg("amtml: student level ", spec_.student_map, " is not a map"));
+    const auto dims = PositionDims(map);
+    torch::Tensor beta = spec_.pool == "max" ? map.amax(dims) : map.mean(dims);
     if (spec_.detach) beta = beta.detach();
     return AmtmlInstanceWeights(beta, train ? w_ : w_.detach(), train ? theta_ : theta_.detach());
   }
@@ -386,21 +409,36 @@ class AmtmlTerm : public LossTerm {
 
 class NormalizedHintTerm : public LossTerm {
  public:
-  NormalizedHintTerm(double weight, int k, std::string tl, int tc, std::string sl, int sc)
-      : LossTerm(Msg("hint_t", k, ".", tl, "_", sl), weight), k_(k), tl_(std::move(tl)), sl_(std::move(sl)) {
+  NormalizedHintTerm(double weight, int k, std::string tl, int tc, std::string sl, int sc,
+                     bool clips)
+      : LossTerm(Msg("hint_t", k, ".", tl, "_", sl), weight),
+        k_(k),
+        tl_(std::move(tl)),
+        sl_(std::move(sl)),
+        clips_(clips) {
     module_ = std::make_shared<torch::nn::Module>();
-    conv_ = module_->register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(sc, tc, 1).bias(false)));
     torch::NoGradGuard g;
-    conv_->weight.uniform_(-0.005, 0.005);
+    if (clips) {
+      conv3_ = module_->register_module(
+          "conv", torch::nn::Conv3d(torch::nn::Conv3dOptions(sc, tc, 1).bias(false)));
+      conv3_->weight.uniform_(-0.005, 0.005);
+    } else {
+      conv_ = module_->register_module(
+          "conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(sc, tc, 1).bias(false)));
+      conv_->weight.uniform_(-0.005, 0.005);
+    }
   }
   std::vector<std::string> student_levels() const override { return {sl_}; }
   std::vector<TeacherLevel> teacher_levels() const override { return {{k_, tl_}}; }
   std::shared_ptr<torch::nn::Module> adapter() override { return module_; }
   torch::Tensor Compute(const Signals& s) override {
     torch::Tensor a = s.student.at(sl_), b = s.teacher(k_).at(tl_).to(torch::kFloat32);
-    if (a.dim() != 4 || b.dim() != 4) throw Error(Msg(name(), ": hints match maps"));
+    const int64_t dims = MapDims(clips_);
+    if (a.dim() != dims || b.dim() != dims)
+      throw Error(Msg(name(), clips_ ? ": hints match clip maps" : ": hints match maps"));
     auto nrm = F::NormalizeFuncOptions().p(2).dim(1);
-    torch::Tensor x = conv_->forward(F::normalize(a, nrm)).to(torch::kFloat32);
+    torch::Tensor n = F::normalize(a, nrm);
+    torch::Tensor x = (clips_ ? conv3_->forward(n) : conv_->forward(n)).to(torch::kFloat32);
     torch::Tensor y = F::normalize(b, nrm);
     auto [px, py] = MatchSpatial(x, y, true, name());
     return F::mse_loss(px, py);
@@ -409,17 +447,20 @@ class NormalizedHintTerm : public LossTerm {
  private:
   int k_;
   std::string tl_, sl_;
+  bool clips_;
   std::shared_ptr<torch::nn::Module> module_;
   torch::nn::Conv2d conv_{nullptr};
+  torch::nn::Conv3d conv3_{nullptr};
 };
 
 }  // namespace
 
 std::unique_ptr<LossTerm> MakeAmtmlTerm(const AmtmlSpec& spec) { return std::make_unique<AmtmlTerm>(spec); }
 
-std::unique_ptr<LossTerm> MakeNormalizedHintTerm(double weight, int k, const std::string& tl, int tc,
-                                                 const std::string& sl, int sc) {
-  return std::make_unique<NormalizedHintTerm>(weight, k, tl, tc, sl, sc);
+std::unique_ptr<LossTerm> MakeNormalizedHintTerm(double weight, int k, const std::string& tl,
+                                                 int tc, const std::string& sl, int sc,
+                                                 bool clips) {
+  return std::make_unique<NormalizedHintTerm>(weight, k, tl, tc, sl, sc, clips);
 }
 
 // ================================================================ FEED
@@ -450,13 +491,22 @@ class FeedTerm : public LossTerm {
     FeedNormalize(torch::ones({1, 1, 1, 1}), spec_.norm);  // validates the mode
     module_ = std::make_shared<torch::nn::Module>();
     for (size_t k = 0; k < spec_.teachers.size(); ++k) {
-      const int c = spec_.teachers[k].channels;
-      torch::nn::Sequential ntl(
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.student_channels, c, 3).padding(1)),
-          torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.1)),
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)),
-          torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.1)),
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)));
+      const int c = spec_.teachers[k].channels, sc = spec_.student_channels;
+      const auto leaky = torch::nn::LeakyReLUOptions().negative_slope(0.1);
+      // Clip maps: the same transform with 3x3x3 convolutions (over frames as well).
+      torch::nn::Sequential ntl =
+          spec_.clips ? torch::nn::Sequential(
+                            torch::nn::Conv3d(torch::nn::Conv3dOptions(sc, c, 3).padding(1)),
+                            torch::nn::LeakyReLU(leaky),
+                            torch::nn::Conv3d(torch::nn::Conv3dOptions(c, c, 3).padding(1)),
+                            torch::nn::LeakyReLU(leaky),
+                            torch::nn::Conv3d(torch::nn::Conv3dOptions(c, c, 3).padding(1)))
+                      : torch::nn::Sequential(
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(sc, c, 3).padding(1)),
+                            torch::nn::LeakyReLU(leaky),
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)),
+                            torch::nn::LeakyReLU(leaky),
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)));
       ntl_.push_back(module_->register_module(Msg("ntl", k), ntl));
     }
   }
@@ -469,12 +519,15 @@ class FeedTerm : public LossTerm {
   std::shared_ptr<torch::nn::Module> adapter() override { return module_; }
   torch::Tensor Compute(const Signals& s) override {
     torch::Tensor xs = s.student.at(spec_.student_level);
-    if (xs.dim() != 4) throw Error(Msg("feed: student level ", spec_.student_level, " is not a map"));
+    const int64_t dims = MapDims(spec_.clips);
+    const char* kind = spec_.clips ? " is not a clip map" : " is not a map";
+    if (xs.dim() != dims) throw Error(Msg("feed: student level ", spec_.student_level, kind));
     torch::Tensor loss;
     details_.clear();
     for (size_t k = 0; k < ntl_.size(); ++k) {
       torch::Tensor xt = s.teacher(k).at(spec_.teachers[k].level);
-      if (xt.dim() != 4) throw Error(Msg("feed: teacher ", k, " level ", spec_.teachers[k].level, " is not a map"));
+      if (xt.dim() != dims)
+        throw Error(Msg("feed: teacher ", k, " level ", spec_.teachers[k].level, kind));
       auto [a, b] = MatchSpatial(ntl_[k]->forward(xs), xt, true, Msg("feed teacher ", k));
       torch::Tensor d = FeedDistance(a, b, spec_.norm);
       details_[Msg("t", k)] = d.item<double>();

@@ -22,12 +22,13 @@ namespace mlfd {
 // Momentum of the teacher standardisation after `progress` (0..1) of training: a cosine from
 // `start` to `end`.
 double UnicMomentum(double progress, double start = 1.0, double end = 0.001);
-// Standardises x (N x D, or N x D x H x W: statistics over images and positions) per dimension
-// with the running mean/std, then moves them towards the batch's statistics:
-// stat = (1 - m) * stat + m * batch_stat. Returns the standardised x (from the old statistics).
+// Standardises x (N x D, N x D x H x W or N x D x T x H x W: statistics over images and positions)
+// per dimension with the running mean/std, then moves them towards the batch's statistics: stat =
+// (1 - m) * stat + m * batch_stat. Returns the standardised x (from the old statistics).
 torch::Tensor StandardizeAndUpdate(const torch::Tensor& x, torch::Tensor& mean, torch::Tensor& std, double momentum);
 // Per-image loss between a prediction and its target: 0.5 * (1 - cos) + 0.5 * SmoothL1(beta 1,
-// mean over dimensions); for maps (N x D x H x W) per position along D, then the mean over positions.
+// mean over dimensions); for maps (N x D x H x W, or T x H x W) per position along D, then the mean
+// over positions.
 torch::Tensor UnicPerImageLoss(const torch::Tensor& pred, const torch::Tensor& target);
 // Teacher dropping. `loss` N x K (per image and teacher), `uniform` N x K draws in [0, 1): teacher
 // k of image i is dropped when uniform < p, except the teacher with the largest loss of each image,
@@ -48,6 +49,7 @@ struct UnicSpec {
   double drop_p = 0.5;
   double momentum_start = 1.0, momentum_end = 0.001;
   bool vector_target = true, map_target = true;
+  bool clips = false;  // video student and teachers: maps are N x C x T x H x W (1x1x1 projectors)
 };
 std::unique_ptr<LossTerm> MakeUnicTerm(double weight, const UnicSpec& spec);
 
@@ -85,11 +87,13 @@ struct AmtmlSpec {
 // and the mean weight of each teacher.
 std::unique_ptr<LossTerm> MakeAmtmlTerm(const AmtmlSpec& spec);
 // One hint of the multi-group hints: 1x1 regressor (no bias, U[-0.005, 0.005]) on the
-// channel-L2-normalised student map, MSE to the channel-L2-normalised teacher map; the larger map is
-// average-pooled on a spatial mismatch.
-std::unique_ptr<LossTerm> MakeNormalizedHintTerm(double weight, int teacher, const std::string& teacher_level,
-                                                 int teacher_channels, const std::string& student_level,
-                                                 int student_channels);
+// channel-L2-normalised student map, MSE to the channel-L2-normalised teacher map; the larger map
+// is average-pooled on a size mismatch. `clips`: clip maps (N x C x T x H x W), a 1x1x1 regressor.
+std::unique_ptr<LossTerm> MakeNormalizedHintTerm(double weight, int teacher,
+                                                 const std::string& teacher_level,
+                                                 int teacher_channels,
+                                                 const std::string& student_level,
+                                                 int student_channels, bool clips = false);
 
 // ---------------------------------------------------------------- FEED
 // L2-normalises every sample: "flat" over the whole flattened map, "position" along the channels.
@@ -106,6 +110,7 @@ struct FeedSpec {
   int student_channels = 0;
   std::vector<FeedTeacher> teachers;
   std::string norm = "flat";  // flat | position
+  bool clips = false;  // clip maps (N x C x T x H x W): the transforms use 3x3x3 convolutions
 };
 // sum over teachers of FeedDistance(NTL_n(x_S), x_T_n); logs each teacher's reconstruction error.
 std::unique_ptr<LossTerm> MakeFeedTerm(double beta, const FeedSpec& spec);

@@ -82,6 +82,7 @@ TermList BuildUnicTerms(const LossContext& c) {
   u.momentum_start = o.momentum_start, u.momentum_end = o.momentum_end;
   u.vector_target = o.targets != "map";
   u.map_target = o.targets != "vector";
+  u.clips = IsVideoArch(c.student->config().arch);
   TermList terms;
   terms.push_back(MakeUnicTerm(c.opts.w_feat >= 0 ? c.opts.w_feat : c.method.w_feat, u));
   AddCe(c, c.method.w_ce, &terms);
@@ -142,8 +143,9 @@ TermList BuildAmtmlTerms(const LossContext& c) {
     for (const auto& h : hints) {
       c.teachers[h.k]->RequireLevel(h.tl, Msg("--amtml-hints: teacher ", h.k));
       c.student->RequireLevel(h.sl, "--amtml-hints: the student");
-      terms.push_back(MakeNormalizedHintTerm(o.w_hint, static_cast<int>(h.k), h.tl, Channels(c, h.k, h.tl), h.sl,
-                                             lv.schan.at(h.sl)));
+      terms.push_back(MakeNormalizedHintTerm(o.w_hint, static_cast<int>(h.k), h.tl,
+                                             Channels(c, h.k, h.tl), h.sl, lv.schan.at(h.sl),
+                                             IsVideoArch(c.student->config().arch)));
     }
   }
   AddCe(c, 1.0 - a.alpha, &terms);
@@ -157,6 +159,7 @@ TermList BuildFeedTerms(const LossContext& c) {
   f.student_channels = lv.schan.at(lv.slevel);
   for (size_t k = 0; k < c.teachers.size(); ++k) f.teachers.push_back({lv.tmap[k], Channels(c, k, lv.tmap[k])});
   f.norm = c.opts.feed.norm;
+  f.clips = IsVideoArch(c.student->config().arch);
   TermList terms;
   terms.push_back(MakeFeedTerm(c.opts.w_feat >= 0 ? c.opts.w_feat : c.opts.feed.beta, f));
   AddCe(c, c.method.w_ce, &terms);

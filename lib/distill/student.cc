@@ -6,14 +6,15 @@
 #include <algorithm>
 #include <cmath>
 
+#include "data/clip_store.h"
 #include "data/image_store.h"
 #include "data/loader.h"
 #include "data/mix.h"
-#include "io/feature_cache.h"
 #include "distill/multi_teacher.h"
 #include "eval/metrics.h"
-#include "models/checkpoint.h"
+#include "io/feature_cache.h"
 #include "io/h5.h"
+#include "models/checkpoint.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/options.h"
@@ -54,34 +55,53 @@ int TrainedEpochs(const std::string& checkpoint) {
   throw Error(Msg("--epochs-multiple: ", checkpoint, "'s provenance records no epochs it was trained for"));
 }
 
-TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const std::string& store_path,
-                           const std::string& out, const StudentOptions& given, Provenance provenance) {
-  StudentOptions opts = given;
-  if (opts.epochs_multiple > 0) {
-    const std::string& from = !opts.like.empty() ? opts.like : teacher_paths.empty() ? std::string() : teacher_paths[0];
-    if (from.empty()) throw UsageError("--epochs-multiple: needs --like or a --teacher to take the schedule from");
-    const int base = TrainedEpochs(from);
-    opts.loop.epochs = std::max(1, static_cast<int>(std::lround(opts.epochs_multiple * base)));
-    MLOG(INFO) << "epochs: " << opts.loop.epochs << " (" << opts.epochs_multiple << " x the " << base
-               << " epochs of " << from << ")";
-    provenance.json["options"]["epochs"] = opts.loop.epochs;
-    provenance.json["epochs_from"] = {{"checkpoint", from}, {"epochs", base}, {"multiple", opts.epochs_multiple}};
-    opts.Check();
-  }
-  const MethodSpec& method = FindMethod(opts.method);
-  CheckTeacherCount(method, teacher_paths.size());
-  if (opts.teacher_signals == "cached" && opts.features.size() != teacher_paths.size())
-    throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", teacher_paths.size(),
-                         " teachers (one per --teacher, in order)"));
-  Stage stage(opts, out, std::move(provenance));
+namespace {
+
+LoaderSource Source(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows,
+                    int64_t per) {
+  return {s, std::move(rows), per};
+}
+LoaderSource Source(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows,
+                    int64_t per) {
+  LoaderSource src;
+  src.clips = s;
+  src.indices = std::move(rows);
+  src.batch_size = per;
+  return src;
+}
+int StoredFrames(const ImageStore&) { return 0; }
+int StoredFrames(const ClipStore& s) { return s.frames(); }
+HeadInfo Head(const ImageStore& s, const StudentOptions& opts) {
+  return StoreHead(s, opts.augment.size);
+}
+HeadInfo Head(const ClipStore& s, const StudentOptions& opts) {
+  return StoreHead(s, opts.augment.size, opts.clip_frames);
+}
+
+// The stage on an image store, or on a clip store for video teachers and students (their maps are
+// N x C x T x H x W; the terms match them alike).
+template <class Store>
+TrainResult DistillOn(Stage& stage, const std::vector<std::string>& teacher_paths,
+                      const std::string& store_path, const std::shared_ptr<const Store>& store,
+                      const StudentOptions& opts, const MethodSpec& method) {
+  constexpr bool clips = std::is_same<Store, ClipStore>::value;
   const torch::Device device = stage.device();
-  auto store = stage.OpenStore(store_path);
   std::vector<TeacherRun> runs(teacher_paths.size());
   std::vector<Net> teachers;
   for (size_t k = 0; k < runs.size(); ++k) {
     auto& r = runs[k];
     r.path = teacher_paths[k];
     r.ck = stage.LoadInput(runs.size() == 1 ? std::string("teacher") : Msg("teacher", k), r.path);
+    if (IsVideoModel(r.ck.meta.model) != clips)
+      throw Error(
+          clips
+              ? Msg(store_path, ": is a clip store, but the teacher ", r.path, " (",
+                    r.ck.meta.model.arch,
+                    ") is an image network; distil on clips from a video network (r3d_18, mc3_18, "
+                    "r2plus1d_18, or a joint teacher of them)")
+              : Msg(store_path, ": is an image store, but the teacher ", r.path, " (",
+                    r.ck.meta.model.arch,
+                    ") is a video network (input N x C x T x H x W); give it a clip store"));
     for (const auto& d : r.ck.meta.datasets)
       if (d.dataset == store->name()) r.info = &d;
     r.has_logits = r.info != nullptr;
@@ -94,6 +114,17 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   }
 
   ModelConfig config = StudentConfig(opts, *store);
+  if (IsVideoArch(config.arch) != clips)
+    throw UsageError(
+        Msg(opts.like.empty() ? Msg("--arch ", config.arch)
+                              : Msg("--like ", opts.like, " (", config.arch, ")"),
+            clips ? ": an image network cannot learn from the clip store "
+                  : ": a video network cannot learn from the image store ",
+            store_path,
+            clips ? "; choose r3d_18, mc3_18 or r2plus1d_18" : "; choose an image architecture"));
+  if (opts.clip_frames > StoredFrames(*store))
+    throw UsageError(Msg("--clip-frames ", opts.clip_frames, ": ", store_path, " holds clips of ",
+                         StoredFrames(*store), " frames"));
   torch::manual_seed(opts.loop.seed);
   Net student = BuildModel(config);
 
@@ -137,11 +168,16 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   }
   for (auto& t : loss.terms) t->To(device);
 
-  Loader loader({LoaderSource{store, store->split(opts.train_split), opts.batch_size}}, opts.TrainLoader());
-  const HeadInfo sinfo = StoreHead(*store, opts.augment.size);
+  LoaderOptions lo = opts.TrainLoader();
+  lo.clip_frames = opts.clip_frames;
+  Loader loader({Source(store, store->split(opts.train_split), opts.batch_size)}, lo);
+  const HeadInfo sinfo = Head(*store, opts);
 
   auto per_channel = [&](const std::vector<double>& v, const torch::Tensor& like) {
-    return torch::tensor(v, like.options()).view({1, -1, 1, 1});
+    std::vector<int64_t> shape(static_cast<size_t>(like.dim()),
+                               1);  // 1 x C x 1 x 1 (x 1 for clips)
+    shape[1] = -1;
+    return torch::tensor(v, like.options()).view(shape);
   };
   const int64_t k = store->num_classes();
   const int64_t spe = loader.steps_per_epoch(), total_steps = spe * opts.loop.epochs;
@@ -171,12 +207,19 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
         torch::NoGradGuard g;
         if (!raw.defined()) raw = images * per_channel(sinfo.std, images) + per_channel(sinfo.mean, images);
         torch::Tensor x = (raw - per_channel(r.info->mean, raw)) / per_channel(r.info->std, raw);
-        if (x.size(2) != r.info->height || x.size(3) != r.info->width)
-          x = torch::nn::functional::interpolate(
-              x, torch::nn::functional::InterpolateFuncOptions()
-                     .size(std::vector<int64_t>{r.info->height, r.info->width})
-                     .mode(torch::kBilinear)
-                     .align_corners(false));
+        const int64_t hd = x.dim() - 2;  // the frames' height dimension (clips: N x C x T x H x W)
+        if (x.size(hd) != r.info->height || x.size(hd + 1) != r.info->width) {
+          // Clips: each frame resized, the frame count kept (the teacher takes any T).
+          std::vector<int64_t> size{r.info->height, r.info->width};
+          if (clips) size.insert(size.begin(), x.size(2));
+          torch::nn::functional::InterpolateFuncOptions o;
+          o.size(size).align_corners(false);
+          if (clips)
+            o.mode(torch::kTrilinear);
+          else
+            o.mode(torch::kBilinear);
+          x = torch::nn::functional::interpolate(x, o);
+        }
         s.teachers[t] = teachers[t]->Forward(x, r.levels, r.info->head);
         // A concatenated label space: this dataset's slice of the head (a cache holds it already).
         if (s.teachers[t].count("logits"))
@@ -221,7 +264,49 @@ TrainResult DistillStudent(const std::vector<std::string>& teacher_paths, const 
   return stage.Run(task, loader);
 }
 
-ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store) {
+}  // namespace
+
+TrainResult DistillStudent(const std::vector<std::string>& teacher_paths,
+                           const std::string& store_path, const std::string& out,
+                           const StudentOptions& given, Provenance provenance) {
+  StudentOptions opts = given;
+  if (opts.epochs_multiple > 0) {
+    const std::string& from = !opts.like.empty()      ? opts.like
+                              : teacher_paths.empty() ? std::string()
+                                                      : teacher_paths[0];
+    if (from.empty())
+      throw UsageError("--epochs-multiple: needs --like or a --teacher to take the schedule from");
+    const int base = TrainedEpochs(from);
+    opts.loop.epochs = std::max(1, static_cast<int>(std::lround(opts.epochs_multiple * base)));
+    MLOG(INFO) << "epochs: " << opts.loop.epochs << " (" << opts.epochs_multiple << " x the "
+               << base << " epochs of " << from << ")";
+    provenance.json["options"]["epochs"] = opts.loop.epochs;
+    provenance.json["epochs_from"] = {
+        {"checkpoint", from}, {"epochs", base}, {"multiple", opts.epochs_multiple}};
+    opts.Check();
+  }
+  const MethodSpec& method = FindMethod(opts.method);
+  CheckTeacherCount(method, teacher_paths.size());
+  if (opts.teacher_signals == "cached" && opts.features.size() != teacher_paths.size())
+    throw UsageError(Msg("--features: ", opts.features.size(), " caches for ", teacher_paths.size(),
+                         " teachers (one per --teacher, in order)"));
+  Stage stage(opts, out, std::move(provenance));
+  if (IsClipStore(store_path)) {
+    if (opts.mix != "none")
+      throw UsageError(
+          Msg("--mix ", opts.mix, ": mixes image batches; ", store_path, " is a clip store"));
+    return DistillOn(stage, teacher_paths, store_path,
+                     stage.OpenClipStores({store_path}, false).at(0), opts, method);
+  }
+  if (opts.clip_frames > 0)
+    throw UsageError(Msg("--clip-frames: applies to video students on clip stores; ", store_path,
+                         " is an image store"));
+  return DistillOn(stage, teacher_paths, store_path, stage.OpenStore(store_path), opts, method);
+}
+
+namespace {
+template <class Store>
+ModelConfig StudentConfigFor(const StudentOptions& opts, const Store& store) {
   ModelOptions mo = opts.model;
   if (!opts.like.empty()) {
     h5::File f = h5::File::Open(opts.like);
@@ -230,6 +315,14 @@ ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store) {
     mo.arch = c.arch, mo.width = c.width, mo.small_stem = c.small_stem, mo.embed_dim = c.embed_dim;
   }
   return mo.ToConfig(store.channels(), {store.num_classes()}, {store.name()});
+}
+}  // namespace
+
+ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store) {
+  return StudentConfigFor(opts, store);
+}
+ModelConfig StudentConfig(const StudentOptions& opts, const ClipStore& store) {
+  return StudentConfigFor(opts, store);
 }
 
 }  // namespace mlfd

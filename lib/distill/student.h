@@ -21,6 +21,7 @@
 namespace mlfd {
 
 class ImageStore;
+class ClipStore;
 
 // UNIC's options (--unic-*).
 struct UnicOptions {
@@ -60,7 +61,8 @@ struct StudentOptions : StageOptions {
   std::vector<std::string> pairs;  // "student_level:teacher_level[:weight[:regressor]]" (replace the preset's)
   std::string teacher_signals = "online";  // online | cached
   std::vector<std::string> features;       // cached: extract_features output of each teacher on this store
-  bool pool_mismatch = false;              // average-pool the larger map on a spatial mismatch
+  bool pool_mismatch = false;  // average-pool the larger map on a size mismatch (H, W; T of clips)
+  int clip_frames = 0;         // clip stores: frames per training clip (0 = all stored)
   // Patient and consistent students: mix each training batch (data/mix.h) before the student and
   // the online teachers see it, and train for a multiple of the teacher's schedule.
   std::string mix = "none";    // none | mixup | cutmix
@@ -107,6 +109,7 @@ int TrainedEpochs(const std::string& checkpoint);
 
 // The student's architecture: --arch etc., or --like's, for `store`'s channels and classes.
 ModelConfig StudentConfig(const StudentOptions& opts, const ImageStore& store);
+ModelConfig StudentConfig(const StudentOptions& opts, const ClipStore& store);
 
 // `teachers`: one for mlfd, mlfd_code, kd and fitnet; none or one for ce; any number for the
 // multi-teacher methods.

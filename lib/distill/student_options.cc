@@ -163,7 +163,10 @@ void StudentOptions::Register(po::options_description& d) {
       "> 0: train for this multiple of the epochs that trained --like's checkpoint (else the first "
       "--teacher's), read from its provenance; replaces --epochs")(
       "pool-mismatch", po::value(&pool_mismatch)->default_value(pool_mismatch)->implicit_value(true),
-      "average-pool the larger map when a level pair's spatial sizes differ")(
+      "average-pool the larger map when a level pair's sizes differ (height, width; frames of video maps)")(
+      "clip-frames", po::value(&clip_frames)->default_value(clip_frames),
+      "clip stores (video students): train on a random temporal crop of this many consecutive stored frames "
+      "per clip (0 = all); validation uses the centred crop of the same length")(
       "teacher-map-levels",
       po::value<std::string>()->default_value("")->notifier(
           [this](const std::string& s) { teacher_map_levels = SplitKeepEmpty(s); }),
@@ -191,6 +194,7 @@ void StudentOptions::Check() const {
   c.Require(mix_alpha > 0 && std::isfinite(mix_alpha), "mix-alpha", "must be a number > 0");
   c.Require(mix == "none" || teacher_signals == "online", "mix",
             "needs --teacher-signals online (a feature cache holds the signals of unmixed images)");
+  c.Require(clip_frames >= 0 && clip_frames <= 4096, "clip-frames", "must be in 0..4096");
   c.Require(epochs_multiple >= 0 && std::isfinite(epochs_multiple), "epochs-multiple", "must be a number >= 0");
   for (const auto& p : pairs) {
     std::string why;
