@@ -19,7 +19,7 @@ TEST_CASE("video_sprites pipeline: the synthetic video group runs end to end and
   // Tiny: 6 frames of 24 px, 6 / 3 / 3 clips per motion, one epoch of everything, 4-frame crops.
   const std::string make =
       Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=video_sprites RUN=", run, " BIN=", MLFD_BIN_DIR,
-          " DATA_ROOT=", MLFD_SOURCE_DIR, "/data VERBOSE=0 THREADS=2 EPOCHS=1",
+          " DATA_ROOT=", MLFD_SOURCE_DIR, "/data VERBOSE=0 THREADS=1 EPOCHS=1",
           " SPRITES_OPTS='--frames 6 --canvas 24 --clips-per-class 6,3,3' PREPARE_OPTS='--frames 6'",
           " TRAIN_COMMON='--optimizer adam --lr 0.002 --pad 1 --clip-frames 4 --batch-size 8'",
           " JOINT_OPTS='--optimizer adamw --lr 1e-3 --batch-size 8 --pad 1 --epochs 1'");
