@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
 #include <random>
 
 #include "data/augment.h"
@@ -69,6 +70,45 @@ TEST_CASE("clip augmentation: one draw per clip applied identically to every fra
     CHECK(differ_from_eval >= 10);  // the augmentation is active
     CHECK(differ_between_seeds >= 10);
   }
+}
+
+TEST_CASE("evaluation crops: --crops 3 and 5 cut the 8/7 resize at fixed positions", "[unit][video]") {
+  // Origins (x, y) of a side-8 square: 3 along the longer side (the diagonal of a square), 5 the
+  // centre and the four corners.
+  using P = std::pair<int, int>;
+  CHECK(EvalCropOrigin(10, 10, 8, 3, 0) == P{0, 0});
+  CHECK(EvalCropOrigin(10, 10, 8, 3, 1) == P{1, 1});
+  CHECK(EvalCropOrigin(10, 10, 8, 3, 2) == P{2, 2});
+  CHECK(EvalCropOrigin(12, 8, 8, 3, 1) == P{2, 0});
+  CHECK(EvalCropOrigin(12, 8, 8, 3, 2) == P{4, 0});
+  CHECK(EvalCropOrigin(8, 13, 8, 3, 2) == P{0, 5});
+  CHECK(EvalCropOrigin(10, 12, 8, 5, 0) == P{1, 2});
+  CHECK(EvalCropOrigin(10, 12, 8, 5, 4) == P{2, 4});
+  CHECK(EvalCropOrigin(10, 12, 8, 1, 0) == P{1, 2});
+  CHECK_THROWS(EvalCropOrigin(10, 12, 8, 3, 3));
+  CHECK_THROWS(EvalCropOrigin(10, 12, 8, 4, 0));
+  CHECK_THROWS(EvalCropOrigin(7, 12, 8, 3, 0));
+  // A 14 x 14 ramp evaluated at 14 px: resized to 16 x 16, cut at (0,0), (1,1), (2,2).
+  cv::Mat img(14, 14, CV_8UC1);
+  for (int y = 0; y < 14; ++y)
+    for (int x = 0; x < 14; ++x) img.at<uint8_t>(y, x) = static_cast<uint8_t>(10 * x + y);
+  cv::Mat big;
+  cv::resize(img, big, cv::Size(16, 16), 0, 0, cv::INTER_LINEAR);
+  AugmentConfig cfg;
+  cfg.out_size = 14;
+  cfg.eval_crops = 3;
+  for (int k = 0; k < 3; ++k) {
+    cfg.eval_crop = k;
+    cv::Mat out = EvalTransform(img, cfg);
+    REQUIRE(out.size() == cv::Size(14, 14));
+    CHECK(cv::norm(out, big(cv::Rect(k, k, 14, 14)), cv::NORM_INF) == 0);
+  }
+  cfg.eval_crop = 0;
+  cv::Mat first = EvalTransform(img, cfg);
+  cfg.eval_crop = 2;
+  CHECK(cv::norm(first, EvalTransform(img, cfg), cv::NORM_INF) > 10);  // the crops differ
+  cfg.eval_crops = 1;  // one crop: the plain resize, unchanged
+  CHECK(cv::norm(EvalTransform(img, cfg), img, cv::NORM_INF) == 0);
 }
 
 TEST_CASE("temporal crops: random starts within bounds and --clips views uniformly spaced", "[unit][video]") {
@@ -209,6 +249,19 @@ TEST_CASE("train_teacher and evaluate on moving sprites with r3d_18 and --clips 
   auto c1 = RunTool("evaluate", "-v 0 " + ck + " " + store);
   REQUIRE(c1.exit_code == 0);
   CHECK(nlohmann::json::parse(c1.out)["clips"] == 1);
+  CHECK_FALSE(nlohmann::json::parse(c1.out).contains("crops"));
+  // Multi-crop testing: 2 temporal x 3 spatial crops per video, every video scored once.
+  auto c6 = RunTool("evaluate", "-v 0 --clips 2 --crops 3 " + ck + " " + store);
+  INFO(c6.err);
+  REQUIRE(c6.exit_code == 0);
+  auto m6 = nlohmann::json::parse(c6.out);
+  CHECK(m6["crops"] == 3);
+  CHECK(m6["clips"] == 2);
+  CHECK(m6["metrics"]["count"] == 16);
+  CHECK(m6["metrics"]["top1"].get<double>() >= 0.75);  // the motion survives a 7/8 crop of 8/7 frames
+  auto c2 = RunTool("evaluate", "-v 0 --crops 2 " + ck + " " + store);
+  CHECK(c2.exit_code == 2);
+  CHECK_THAT(c2.err, Catch::Contains("--crops"));
 
   // Kinds of store and network must match, with one line each.
   const std::string images = tmp / "src_sprites.h5";

@@ -1,6 +1,7 @@
 // Augmentation implementation (torchvision semantics, see augment.h).
 #include "data/augment.h"
 
+#include <algorithm>
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
@@ -243,9 +244,36 @@ cv::Mat AutoAugmentImageNet(const cv::Mat& img, std::mt19937_64& rng) {
   return out;
 }
 
+std::pair<int, int> EvalCropOrigin(int w, int h, int side, int crops, int crop) {
+  if (side > w || side > h || crop < 0 || crop >= crops || !(crops == 1 || crops == 3 || crops == 5))
+    throw Error(Msg("evaluation crop ", crop, " of ", crops, " of side ", side, " in a ", w, " x ", h, " frame"));
+  const int dx = w - side, dy = h - side;
+  if (crops == 1) return {dx / 2, dy / 2};
+  if (crops == 3) {  // start, centre, end of the longer side (of both for a square frame)
+    const int k = crop;
+    if (dx > dy) return {dx * k / 2, dy / 2};
+    if (dy > dx) return {dx / 2, dy * k / 2};
+    return {dx * k / 2, dy * k / 2};
+  }
+  const std::pair<int, int> five[5] = {{dx / 2, dy / 2}, {0, 0}, {dx, 0}, {0, dy}, {dx, dy}};  // centre, corners
+  return five[crop];
+}
+
 cv::Mat EvalTransform(const cv::Mat& img, const AugmentConfig& cfg) {
-  cv::Mat out = Resize(img, cfg.out_size);
-  return out.data == img.data ? img.clone() : out;
+  if (cfg.eval_crops <= 1) {
+    cv::Mat out = Resize(img, cfg.out_size);
+    return out.data == img.data ? img.clone() : out;
+  }
+  const int side = cfg.out_size > 0 ? cfg.out_size : std::min(img.cols, img.rows);
+  const int shorter = static_cast<int>(std::lround(side * 8.0 / 7.0));
+  const double scale = static_cast<double>(shorter) / std::min(img.cols, img.rows);
+  const int w = std::max(shorter, static_cast<int>(std::lround(img.cols * scale)));
+  const int h = std::max(shorter, static_cast<int>(std::lround(img.rows * scale)));
+  cv::Mat big;
+  cv::resize(img, big, cv::Size(w, h), 0, 0, cv::INTER_LINEAR);
+  if (big.channels() != img.channels()) big = big.reshape(img.channels());
+  const auto [x, y] = EvalCropOrigin(w, h, side, cfg.eval_crops, cfg.eval_crop);
+  return big(cv::Rect(x, y, side, side)).clone();
 }
 
 cv::Mat Augment(const cv::Mat& img, const AugmentConfig& cfg, std::mt19937_64& rng) {

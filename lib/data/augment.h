@@ -6,6 +6,7 @@
 #include <opencv2/core.hpp>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mlfd {
@@ -18,13 +19,21 @@ struct AugmentConfig {
   double rrc_ratio_min = 3.0 / 4.0, rrc_ratio_max = 4.0 / 3.0;
   bool hflip = false;            // with probability 0.5
   bool autoaugment = false;      // ImageNet policy
+  // Evaluation views (evaluate --crops): 1 = the resize to out_size alone; 3 or 5 = the frame
+  // resized to a short side of out_size * 8 / 7 and an out_size square cut at position
+  // `eval_crop` of `eval_crops` (3: start, centre, end of the longer side, the diagonal of a square
+  // frame; 5: the four corners and the centre), as video papers' multi-crop testing.
+  int eval_crops = 1, eval_crop = 0;
 };
 
 // Training transform: (random resized crop | resize) -> pad + crop -> flip -> AutoAugment.
 // Deterministic given the rng state. Returns a new continuous Mat.
 cv::Mat Augment(const cv::Mat& img, const AugmentConfig& cfg, std::mt19937_64& rng);
-// Evaluation transform: only the resize to out_size (bilinear), or a copy.
+// Evaluation transform: only the resize to out_size (bilinear), or a copy; with eval_crops 3 or
+// 5, crop eval_crop of the larger resize (above).
 cv::Mat EvalTransform(const cv::Mat& img, const AugmentConfig& cfg);
+// The top-left corner (x, y) of crop `crop` of `crops` (1, 3 or 5) of side `side` in a w x h frame.
+std::pair<int, int> EvalCropOrigin(int w, int h, int side, int crops, int crop);
 
 // Clips: one random draw per clip, the same transform on every frame (each frame is augmented with
 // a copy of the same rng state, so crops, flips and AutoAugment's choice of operations and

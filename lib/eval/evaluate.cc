@@ -43,7 +43,11 @@ void EvaluateOptions::Register(po::options_description& d) {
       "workers", po::value(&workers)->default_value(workers), "loader threads")(
       "clips", po::value(&clips)->default_value(clips),
       "video networks: average the logits of this many uniformly spaced temporal crops per video "
-      "(1 = the centred crop)");
+      "(1 = the centred crop)")(
+      "crops", po::value(&crops)->default_value(crops),
+      "spatial crops per image or clip, logits averaged: 1 = the resize to the model's size; 3 or 5 = "
+      "the frames resized to 8/7 of it (short side) and cut at start, centre and end of the longer side "
+      "(the diagonal of a square frame), or at the four corners and the centre");
 }
 
 void EvaluateOptions::Check() const {
@@ -52,6 +56,7 @@ void EvaluateOptions::Check() const {
   c.Require(batch_size >= 1, "batch-size", "must be >= 1");
   c.Require(workers >= 1, "workers", "must be >= 1");
   c.Require(clips >= 1 && clips <= 64, "clips", "must be in 1..64");
+  c.Require(crops == 1 || crops == 3 || crops == 5, "crops", "must be 1, 3 or 5");
   c.Throw();
 }
 
@@ -78,12 +83,13 @@ std::pair<std::string, std::string> CurvesPngs(const std::string& metrics_path, 
 Predictions PredictSplit(Net& net, const HeadInfo& info, const std::shared_ptr<const ImageStore>& store,
                          const std::string& split, const AugmentConfig& eval, torch::Device device,
                          const EvaluateOptions& opts) {
-  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers);
+  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers, opts.crops);
 }
 Predictions PredictSplit(Net& net, const HeadInfo& info, const std::shared_ptr<const ClipStore>& store,
                          const std::string& split, const AugmentConfig& eval, torch::Device device,
                          const EvaluateOptions& opts) {
-  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers, opts.clips);
+  return Predict(net, info, store, store->split(split), eval, device, opts.batch_size, opts.workers, opts.clips,
+                 opts.crops);
 }
 
 // The evaluation proper, on an image store or (video networks) a clip store.
@@ -124,6 +130,7 @@ nlohmann::json EvaluateOn(const std::string& checkpoint, const std::string& stor
                       {"provenance", provenance}};
   if (!opts.name.empty()) j["name"] = opts.name;
   if (!opts.note.empty()) j["note"] = opts.note;
+  if (opts.crops > 1) j["crops"] = opts.crops;
   if (info.frames > 0) {  // a video network: how its clips were cropped
     j["frames"] = info.frames;
     j["clips"] = opts.clips;
@@ -179,7 +186,7 @@ nlohmann::json EvaluateOn(const std::string& checkpoint, const std::string& stor
   staged.Commit();
   MLOG(INFO) << ds << " " << opts.split << ": top-1 " << m.top1 << ", top-5 " << m.top5 << ", NLL "
              << m.nll << ", ECE " << m.ece << " (" << m.count
-             << (std::is_same<Store, ClipStore>::value ? Msg(" videos, ", opts.clips, " temporal crop(s) each)") : std::string(" images)"));
+             << (std::is_same<Store, ClipStore>::value ? Msg(" videos, ", opts.clips, " temporal x ", opts.crops, " spatial crop(s) each)") : std::string(" images)"));
   return j;
 }
 

@@ -25,6 +25,7 @@ struct EvaluateOptions {
   int64_t batch_size = 256;
   int workers = 2;
   int clips = 1;                // video networks: temporal crops per video, logits averaged (1 = centred)
+  int crops = 1;                // spatial crops per image or clip, logits averaged (1, 3 or 5)
   void Register(boost::program_options::options_description& d);
   void Check() const;
 };

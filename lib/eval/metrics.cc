@@ -83,9 +83,10 @@ ClassificationMetrics ComputeMetrics(const torch::Tensor& logits_in, const torch
 
 namespace {
 // Logits of the samples of `indices` in `proto`'s store (its rows replaced), averaged over the
-// temporal views of a clip source.
+// temporal views of a clip source and the spatial crops (AugmentConfig::eval_crops).
 Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, const std::vector<int64_t>& indices,
-                          const AugmentConfig& eval_transform, torch::Device device, int workers, int views) {
+                          const AugmentConfig& eval_transform, torch::Device device, int workers, int views,
+                          int crops) {
   LoaderOptions lo;
   lo.shuffle = false;
   lo.train_augment = false;
@@ -108,8 +109,11 @@ Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, co
   torch::NoGradGuard no_grad;
   const int64_t k = static_cast<int64_t>(info.class_names.size());
   torch::Tensor sum, labels_all;
-  for (int v = 0; v < views; ++v) {
+  lo.augment.eval_crops = crops;
+  for (int u = 0; u < views * crops; ++u) {  // every temporal view, every crop of it
+    const int v = u / crops;
     lo.clip_view = v;
+    lo.augment.eval_crop = u % crops;
     Loader loader({proto}, lo);
     loader.StartEpoch(0);
     std::vector<torch::Tensor> logits, labels;
@@ -120,10 +124,10 @@ Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, co
       labels.push_back(b.labels);
     }
     torch::Tensor z = torch::cat(logits);
-    sum = v == 0 ? z : sum + z;
-    if (v == 0) labels_all = torch::cat(labels);
+    sum = u == 0 ? z : sum + z;
+    if (u == 0) labels_all = torch::cat(labels);
   }
-  torch::Tensor z = views > 1 ? sum / static_cast<double>(views) : sum;
+  torch::Tensor z = views * crops > 1 ? sum / static_cast<double>(views * crops) : sum;
   if (W == 1) return {z, labels_all};
   const int64_t n = static_cast<int64_t>(indices.size());
   return {dist::GatherStrided(z.narrow(0, 0, own).contiguous(), n),
@@ -133,19 +137,19 @@ Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, co
 
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
-                    torch::Device device, int64_t batch_size, int workers) {
+                    torch::Device device, int64_t batch_size, int workers, int crops) {
   LoaderSource src{store, {}, batch_size};
-  return PredictSource(net, info, src, indices, eval_transform, device, workers, 1);
+  return PredictSource(net, info, src, indices, eval_transform, device, workers, 1, crops);
 }
 
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ClipStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
-                    torch::Device device, int64_t batch_size, int workers, int views) {
+                    torch::Device device, int64_t batch_size, int workers, int views, int crops) {
   if (views < 1) throw Error(Msg("internal: ", views, " temporal views"));
   LoaderSource src;
   src.clips = store;
   src.batch_size = batch_size;
-  return PredictSource(net, info, src, indices, eval_transform, device, workers, views);
+  return PredictSource(net, info, src, indices, eval_transform, device, workers, views, crops);
 }
 
 }  // namespace mlfd

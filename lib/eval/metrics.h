@@ -40,12 +40,13 @@ struct Predictions {
 };
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
-                    torch::Device device, int64_t batch_size = 256, int workers = 2);
+                    torch::Device device, int64_t batch_size = 256, int workers = 2, int crops = 1);
 // The same for a video network on a clip store: temporal crops of `info.frames` frames (0 = all
 // stored); the logits are the mean over `views` uniformly spaced crops per clip (1 = the centred
-// crop).
+// crop) and, for each, `crops` spatial crops (1, 3 or 5: AugmentConfig::eval_crops).
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ClipStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
-                    torch::Device device, int64_t batch_size = 256, int workers = 2, int views = 1);
+                    torch::Device device, int64_t batch_size = 256, int workers = 2, int views = 1,
+                    int crops = 1);
 
 }  // namespace mlfd
