@@ -243,8 +243,11 @@ void TuneAllocator() {
 
 int RunMain(const std::string& app_name, const std::function<int()>& body) {
   auto fail = [&](const std::string& what, int code) {
-    std::cerr << app_name << ": " << (code == kExitUsage ? "usage error: " : "error: ") << what
-              << (code == kExitUsage ? " (see --help)" : "") << std::endl;
+    // One write: a line that other threads' output (loaders, a process group's own threads)
+    // cannot split.
+    std::cout.flush();
+    WriteLine(Msg(app_name, ": ", code == kExitUsage ? "usage error: " : "error: ", what,
+                  code == kExitUsage ? " (see --help)" : ""));
     return code;
   };
   // Past a file-size limit (ulimit -f) a write fails with EFBIG like a full disk, and ends in the

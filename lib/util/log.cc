@@ -46,6 +46,14 @@ void LogLine(Severity severity, const std::string& text) {
   std::fflush(stderr);
 }
 
+void WriteLine(const std::string& text) {
+  const std::string line = text + "\n";
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  std::fflush(stderr);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
 LogMessage::LogMessage(Severity severity, const char* /*file*/, int /*line*/) : severity_(severity) {}
 LogMessage::~LogMessage() { LogLine(severity_, os_.str()); }
 

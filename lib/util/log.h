@@ -35,6 +35,10 @@ void SetLinePrefix(const std::string& prefix);
 // Prints a whole line to stderr at once (thread-safe), with a timestamp prefix.
 void LogLine(Severity severity, const std::string& text);
 
+// Writes `text` and a newline to stderr in one write, under the same lock as LogLine, without
+// timestamp or prefix: a command's final error line, whole even while other threads still log.
+void WriteLine(const std::string& text);
+
 }  // namespace mlfd
 
 // Named MLOG/MVLOG because LibTorch's c10 already defines LOG and VLOG.
