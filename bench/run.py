@@ -12,6 +12,9 @@
                    extract_features' peak memory for 4N images against N
   feature cache    FeatureCache::Read of shuffled batches (a later epoch) against a plain sequential
                    read of the same file (build/bin/feature_cache)
+  distillation     distill_student (FitNet) with teacher signals from a feature cache against the
+                   student trained alone (CE): how much of the ideal speed-up of a cache over running
+                   the teacher online is reached
 
 Usage: bench/run.sh [--store S] [--threads T] [--images K] [--epochs E]
 The store defaults to the demo's Fashion-MNIST store (runs/demo/data/fashion_mnist.h5).
@@ -65,6 +68,20 @@ def teacher(args, store, out, threads=None, env=None, split="bench_train", epoch
     return sum(e["images_per_second"] for e in later) / len(later)
 
 
+def student(args, store, out, extra):
+    """distill_student of a student half the teacher's width on bench_train; mean images/s of the epochs after the first."""
+    cmd = [os.path.join(args.bin, "distill_student"), "-v", "0", "--threads", str(args.threads), "--device", "cpu",
+           "--workers", "2", "--arch", "resnet18", "--width", "0.125", "--small-stem", "--embed-dim", "64",
+           "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "128", "--pad", "2",
+           "--epochs", str(args.epochs), "--seed", "0", "--train-split", "bench_train", "--val-split", "bench_val",
+           "--out", out] + extra + [store]
+    run(cmd)
+    with open(out[:-3] + ".metrics.jsonl") as f:
+        epochs = [json.loads(line) for line in f if line.strip()]
+    later = epochs[1:] or epochs
+    return sum(e["images_per_second"] for e in later) / len(later)
+
+
 def table_rows(text):
     """Rows of a Markdown table as lists of cells (header and rule excluded)."""
     rows = []
@@ -85,7 +102,7 @@ def main():
     if not os.path.exists(args.store):
         raise SystemExit("run.py: %s does not exist (make data and the demo's prepare_data step, or give "
                          "--store)" % args.store)
-    for b in ("train_teacher", "forward_speed", "extract_features", "feature_cache"):
+    for b in ("train_teacher", "distill_student", "forward_speed", "extract_features", "feature_cache"):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
             raise SystemExit("run.py: %s not found; build first (make build)" % os.path.join(args.bin, b))
     work = tempfile.mkdtemp(prefix="mlfd_bench_")
@@ -167,12 +184,31 @@ def main():
         for level in ("layer1", "layer3", "pool"):
             fc = table_rows(run([os.path.join(args.bin, "feature_cache"), "--threads", str(args.threads),
                                  "--split", "val", "--level", level, f]))
-            later = next(r for r in fc if r[0].startswith("FeatureCache::Read") and "second epoch" in r[0])
+            later = next(r for r in fc if r[0].startswith("FeatureCache::Read") and "later epochs" in r[0])
             seq = next(r for r in fc if r[0].startswith("plain sequential"))
             shape = re.search(r"x (\[[^\]]*\]) (float\d+)", fc[0][0])
             rows.append(("feature cache: shuffled FeatureCache::Read (later epoch) / sequential read, %s %s"
                          % (level, shape.group(1) if shape else ""), float(later[3]) / float(seq[3]), ">= 0.8",
                          "%s / %s GB/s" % (later[3], seq[3])))
+
+        # Distillation from a cache against online: the ideal speed-up of a cache is online step
+        # time / student-only step time, so cached / ideal = student-only time / cached time, i.e.
+        # the cached run's images/s over the student-only run's (CE, no teacher).
+        ft = os.path.join(work, "f_train.h5")
+        run([os.path.join(args.bin, "extract_features"), "-v", "0", "--threads", str(args.threads),
+             "--levels", "layer2", "--splits", "bench_train", "--out", ft, t, store])
+        speeds = {}
+        for name, extra in (("online", ["--method", "fitnet", "--teacher", t]),
+                            ("cached", ["--method", "fitnet", "--teacher", t, "--teacher-signals", "cached",
+                                        "--features", ft]),
+                            ("student only", ["--method", "ce"])):
+            out = os.path.join(work, "d_%s.h5" % name.replace(" ", "_"))
+            speeds[name] = student(args, store, out, extra)
+        rows.append(("distillation (FitNet): cached images/s / student-only images/s (= cached speed-up / ideal)",
+                     speeds["cached"] / speeds["student only"], ">= 0.8",
+                     "online %.0f, cached %.0f, student only %.0f img/s; cached / online %.2f, ideal %.2f"
+                     % (speeds["online"], speeds["cached"], speeds["student only"],
+                        speeds["cached"] / speeds["online"], speeds["student only"] / speeds["online"])))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

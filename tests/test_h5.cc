@@ -3,10 +3,14 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "io/h5.h"
+#include "io/half.h"
+#include "io/mapped_file.h"
 #include "io/tensor_io.h"
 #include "test_util.h"
 #include "util/error.h"
@@ -194,6 +198,103 @@ TEST_CASE("h5: rows stored one per chunk are read directly, in any order, checks
                     Catch::Contains("single: checksum mismatch: the stored data is corrupt (row 5"));
   // HDF5's reader agrees that the data is corrupt.
   CHECK_THROWS_WITH(ReadTensor(g, "single"), Catch::Contains("checksum mismatch"));
+}
+
+TEST_CASE("half: every float16 bit pattern converts to the float32 ATen gives, with F16C and without", "[unit][h5]") {
+  std::vector<uint16_t> all(65536 + 5);  // + 5: a tail shorter than one 8-wide step
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  torch::Tensor aten = torch::from_blob(all.data(), {static_cast<int64_t>(all.size())}, torch::kFloat16).to(torch::kFloat32);
+  std::vector<float> fast(all.size());
+  HalfToFloat(all.data(), fast.data(), all.size());
+  const float* want = aten.data_ptr<float>();
+  size_t differ = 0, nans = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const float slow = HalfBitsToFloat(all[i]);
+    if (std::isnan(want[i])) {
+      ++nans;
+      if (!std::isnan(fast[i]) || !std::isnan(slow)) ++differ;
+      continue;
+    }
+    uint32_t a, b, c;
+    std::memcpy(&a, &want[i], 4);
+    std::memcpy(&b, &fast[i], 4);
+    std::memcpy(&c, &slow, 4);
+    if (a != b || a != c) ++differ;
+  }
+  CHECK(differ == 0);
+  CHECK(nans == 2 * 1023);  // exponent 31, mantissa != 0, both signs
+  CHECK(HalfBitsToFloat(0x0001) == std::ldexp(1.0f, -24));  // the smallest subnormal
+  CHECK(HalfBitsToFloat(0x7bff) == 65504.0f);
+  CHECK(std::isinf(HalfBitsToFloat(0xfc00)));
+}
+
+TEST_CASE("mapped file: rows gathered from the mapping, checksums verified once, a corrupt row and a shrunk file refused",
+          "[unit][h5]") {
+  TempDir tmp;
+  torch::manual_seed(4);
+  torch::Tensor half = torch::randn({12, 16, 8, 8}).to(torch::kFloat16);
+  {
+    h5::File f = h5::File::Create(tmp / "m.h5");
+    f.CreateDataset("half", h5::DType::kFloat16, {12, 16, 8, 8}, {1, 0});
+    WriteTensorRows(f, "half", 0, half);
+  }
+  std::unique_ptr<h5::RowChunks> index;
+  {
+    h5::File f = h5::File::Open(tmp / "m.h5");
+    index = f.IndexRowChunks("half");
+  }
+  REQUIRE(index != nullptr);
+  REQUIRE(index->row_bytes == 2048);
+  const std::vector<int64_t> rows{11, 0, 7, 7, 3};  // any order, repeats
+  auto gather = [&](const MappedFile& m, const std::vector<int64_t>& which, std::vector<uint8_t>& verified,
+                    torch::Tensor& out) {
+    std::vector<uint64_t> offsets;
+    for (int64_t r : which) offsets.push_back(index->addr[static_cast<size_t>(r)]);
+    out = torch::empty({static_cast<int64_t>(which.size()), 16, 8, 8}, torch::kFloat16);
+    return m.Gather(offsets.data(), which.data(), which.size(), index->row_bytes, true, verified.data(),
+                    static_cast<char*>(out.data_ptr()));
+  };
+  std::vector<uint8_t> verified(12, 0);
+  torch::Tensor got;
+  {
+    MappedFile m(tmp / "m.h5");
+    CHECK(m.size() == std::filesystem::file_size(tmp / "m.h5"));
+    CHECK(gather(m, rows, verified, got) == -1);
+    CHECK(torch::equal(got, half.index_select(0, torch::tensor(rows))));
+    CHECK(verified == std::vector<uint8_t>{1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1});  // the rows read, once each
+  }
+  // A flipped byte in row 5: refused (the index of the first bad row in the request), its flag
+  // stays clear, the other rows still read.
+  {
+    std::fstream io(tmp / "m.h5", std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(index->addr[5] + 700));
+    char b = 0;
+    io.read(&b, 1);
+    b = static_cast<char>(b ^ 0x20);
+    io.seekp(static_cast<std::streamoff>(index->addr[5] + 700));
+    io.write(&b, 1);
+  }
+  {
+    MappedFile m(tmp / "m.h5");
+    CHECK(gather(m, {2, 5, 6}, verified, got) == 1);
+    CHECK(verified[2] == 1);
+    CHECK(verified[5] == 0);
+    CHECK(gather(m, {6, 4}, verified, got) == -1);
+    CHECK(torch::equal(got, half.index_select(0, torch::tensor({6, 4}))));
+  }
+  // The file shrinks under the mapping: the fault of the touched page is one Error, and the
+  // process goes on (a later mapping of the short file refuses the row before touching it).
+  {
+    MappedFile m(tmp / "m.h5");
+    const uint64_t last = index->addr[11];
+    REQUIRE(last > 8192);
+    std::filesystem::resize_file(tmp / "m.h5", 4096);
+    std::vector<uint8_t> fresh(12, 0);
+    CHECK_THROWS_WITH(gather(m, {11}, fresh, got), Catch::Contains("m.h5: read failed (the file shrank while it was read"));
+    MappedFile again(tmp / "m.h5");
+    CHECK_THROWS_WITH(gather(again, {11}, fresh, got), Catch::Contains("read failed (the file ends early at 4096 bytes"));
+  }
+  CHECK_THROWS_WITH(MappedFile(tmp / "none.h5"), Catch::Contains("none.h5: cannot open for reading"));
 }
 
 TEST_CASE("h5: attributes and strings", "[unit][h5]") {

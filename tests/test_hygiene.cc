@@ -516,6 +516,14 @@ with open(path, 'r+b') as fp:
   FeatureCache bad(tmp / "bad_f.h5");
   CHECK_THROWS_WITH(bad.Read("train", "layer1", rows), Catch::Contains("train/layer1: checksum mismatch"));
   CHECK_NOTHROW(bad.Read("train", "layer1", rows.slice(0, 1)));  // the other rows are intact
+  // The file shrinks under a reader that has mapped it: one error line, not a crash.
+  fs::copy_file(tmp / "f.h5", tmp / "short_f.h5");
+  {
+    FeatureCache shrinking(tmp / "short_f.h5");
+    CHECK_NOTHROW(shrinking.Read("train", "layer1", rows.slice(0, 0, 2)));
+    fs::resize_file(tmp / "short_f.h5", 4096);
+    CHECK_THROWS_WITH(shrinking.Read("train", "layer1", rows), Catch::Contains("short_f.h5: read failed (the file shrank"));
+  }
 }
 
 TEST_CASE("stages tune glibc's allocator, leave a user's malloc settings alone, and train the same either way",

@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace mlfd {
@@ -31,6 +30,9 @@ struct RowChunks;
 inline constexpr const char* kFeatureFormat = "mlfd.features";
 inline constexpr int kFeatureVersion = 1;
 
+class MappedFile;
+
+// Not thread-safe: one thread reads a FeatureCache at a time.
 class FeatureCache {
  public:
   // Opens and validates the format. The file stays open for reads.
@@ -61,25 +63,30 @@ class FeatureCache {
   // stay on disk. Returns whether they were loaded.
   bool Preload(const std::string& split, const std::vector<std::string>& levels, int64_t max_bytes);
   // Rows of a level for image-store rows `store_rows` (int64, any order), as float32 on CPU.
-  // Error if a row is not in the split.
+  // Error if a row is not in the split. Rows stored one per chunk (as extract_features writes
+  // them) are copied from a read-only mapping of the file, each row's checksum verified the first
+  // time this reader reads it; other layouts are read through HDF5.
   torch::Tensor Read(const std::string& split, const std::string& level, const torch::Tensor& store_rows);
   torch::Tensor Labels(const std::string& split) const;
   torch::Tensor Indices(const std::string& split) const;
 
  private:
-  const std::unordered_map<int64_t, int64_t>& RowMap(const std::string& split);
+  // Cache row of every image-store row of the split (-1: not in it), indexed by store row.
+  const std::vector<int64_t>& RowMap(const std::string& split);
   // The chunk index of dataset `name` (built on first use), or null when it is read through HDF5.
   const h5::RowChunks* Chunks(const std::string& name);
   // Rows `rows` of an indexed dataset, in its stored type.
-  torch::Tensor ReadChunkRows(const h5::RowChunks& index, const std::vector<int64_t>& rows) const;
+  torch::Tensor ReadChunkRows(const h5::RowChunks& index, const std::vector<int64_t>& rows);
 
   std::string path_, model_sha_, store_sha_, model_path_, store_path_, dtype_, dataset_;
   int64_t head_ = 0;
   std::vector<std::string> levels_;
   std::unique_ptr<h5::File> file_;
-  std::map<std::string, std::unordered_map<int64_t, int64_t>> rows_;
+  std::map<std::string, std::vector<int64_t>> rows_;
   std::map<std::string, torch::Tensor> memory_;  // "<split>/<level>" -> all rows
   std::map<std::string, std::unique_ptr<h5::RowChunks>> chunks_;  // "<split>/<level>" -> index or null
+  std::map<std::string, std::vector<uint8_t>> verified_;           // "<split>/<level>" -> row checked
+  std::unique_ptr<MappedFile> map_;  // made with the first index; null if the file cannot be mapped
 };
 
 }  // namespace mlfd

@@ -501,6 +501,14 @@ uint32_t Fletcher32(const void* bytes_in, size_t bytes) {
   return (sum2 << 16) | sum1;
 }
 
+bool ChunkChecksumMatches(const void* chunk, size_t data_bytes) {
+  const uint32_t sum = Fletcher32(chunk, data_bytes);
+  const auto* c = static_cast<const uint8_t*>(chunk) + data_bytes;
+  const uint32_t kept = c[0] | (uint32_t{c[1]} << 8) | (uint32_t{c[2]} << 16) | (uint32_t{c[3]} << 24);
+  const uint32_t swapped = ((sum & 0x00ff00ffu) << 8) | ((sum & 0xff00ff00u) >> 8);
+  return kept == sum || kept == swapped;
+}
+
 std::unique_ptr<RowChunks> File::IndexRowChunks(const std::string& name) const {
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
   return nullptr;  // the stored types are little-endian
@@ -598,12 +606,7 @@ void File::ReadChunkRows(const RowChunks& index, const std::vector<int64_t>& row
       const uint64_t a = addr(order[k]);
       const char* chunk = buf.data() + (a - first);
       if (index.fletcher32 && a != checked) {
-        const uint32_t sum = Fletcher32(chunk, index.row_bytes);
-        const auto* c = reinterpret_cast<const uint8_t*>(chunk + index.row_bytes);
-        const uint32_t kept = c[0] | (uint32_t{c[1]} << 8) | (uint32_t{c[2]} << 16) | (uint32_t{c[3]} << 24);
-        // HDF5 also accepts the checksum with the bytes of each half swapped (libraries before 1.6.3).
-        const uint32_t swapped = ((sum & 0x00ff00ffu) << 8) | ((sum & 0xff00ff00u) >> 8);
-        if (kept != sum && kept != swapped)
+        if (!ChunkChecksumMatches(chunk, index.row_bytes))
           throw Error(Msg(shown(), ":", index.name, ": checksum mismatch: the stored data is corrupt (row ",
                           rows[order[k]], ": data error detected by Fletcher32 checksum)"));
         checked = a;

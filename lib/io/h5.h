@@ -59,6 +59,10 @@ struct DatasetInfo {
 // HDF5's Fletcher32 checksum (the value its filter stores after each chunk), computed here so
 // rows read without the library can still be verified.
 uint32_t Fletcher32(const void* data, size_t bytes);
+// Whether a chunk of `data_bytes` followed by its stored 4-byte checksum (little-endian) holds
+// that checksum, as HDF5's filter decides (which also accepts the halves' bytes swapped, as
+// libraries before 1.6.3 wrote them).
+bool ChunkChecksumMatches(const void* chunk, size_t data_bytes);
 
 // Where every row of a dataset stored one row per chunk lies in the file: what File::ReadChunkRows
 // needs to read rows with pread instead of HDF5's selections (about 50 us a row in libhdf5 1.10,

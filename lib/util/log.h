@@ -39,6 +39,12 @@ void LogLine(Severity severity, const std::string& text);
 // timestamp or prefix: a command's final error line, whole even while other threads still log.
 void WriteLine(const std::string& text);
 
+// Turns a log statement's stream into void, so that MLOG is one expression (no dangling else
+// in an unbraced if): `&` binds less tightly than `<<`, more tightly than `?:`.
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
+
 }  // namespace mlfd
 
 // Named MLOG/MVLOG because LibTorch's c10 already defines LOG and VLOG.
@@ -46,13 +52,9 @@ void WriteLine(const std::string& text);
 #define MLFD_SEV_INFO ::mlfd::Severity::kInfo
 #define MLFD_SEV_WARNING ::mlfd::Severity::kWarning
 #define MLFD_SEV_ERROR ::mlfd::Severity::kError
-#define MLOG(sev)                              \
-  if (!::mlfd::ShouldLog(MLFD_SEV_##sev))      \
-    ;                                          \
-  else                                         \
-    ::mlfd::LogMessage(MLFD_SEV_##sev, __FILE__, __LINE__).stream()
-#define MVLOG(n)                    \
-  if (::mlfd::Verbosity() < (n))    \
-    ;                               \
-  else                              \
-    ::mlfd::LogMessage(::mlfd::Severity::kDebug, __FILE__, __LINE__).stream()
+#define MLOG(sev)                                   \
+  !::mlfd::ShouldLog(MLFD_SEV_##sev) ? (void)0      \
+                                     : ::mlfd::LogVoidify() & ::mlfd::LogMessage(MLFD_SEV_##sev, __FILE__, __LINE__).stream()
+#define MVLOG(n)                         \
+  ::mlfd::Verbosity() < (n) ? (void)0    \
+                            : ::mlfd::LogVoidify() & ::mlfd::LogMessage(::mlfd::Severity::kDebug, __FILE__, __LINE__).stream()
