@@ -8,8 +8,9 @@
                    --threads 1 (and what OMP_WAIT_POLICY=PASSIVE costs alone)
   frozen forward   a trained teacher's forward pass prepared as the stages run it (BatchNorm folded,
                    channels-last) against evaluation mode alone (build/bin/forward_speed)
-  scale            train_teacher's images/s on 4x the training images against 1x, and
-                   extract_features' peak memory for 4N images against N
+  scale            train_teacher's images/s on 4x the training images against 1x, its pixels/s
+                   on 56 and 112 px images against 28 px, and extract_features' peak memory for 4N
+                   images against N
   feature cache    FeatureCache::Read of shuffled batches (a later epoch) against a plain sequential
                    read of the same file (build/bin/feature_cache)
   distillation     distill_student (FitNet) with teacher signals from a feature cache against the
@@ -102,7 +103,7 @@ def main():
     if not os.path.exists(args.store):
         raise SystemExit("run.py: %s does not exist (make data and the demo's prepare_data step, or give "
                          "--store)" % args.store)
-    for b in ("train_teacher", "distill_student", "forward_speed", "extract_features", "feature_cache"):
+    for b in ("prepare_data", "train_teacher", "distill_student", "forward_speed", "extract_features", "feature_cache"):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
             raise SystemExit("run.py: %s not found; build first (make build)" % os.path.join(args.bin, b))
     work = tempfile.mkdtemp(prefix="mlfd_bench_")
@@ -112,7 +113,7 @@ def main():
         tj = os.path.join(work, "train.json")
         run([sys.executable, os.path.join(HERE, "train_speed.py"), "--store", args.store, "--bin", args.bin,
              "--threads", str(args.threads), "--workers", "2", "--images", str(args.images), "--epochs",
-             str(args.epochs), "--pytorch-channels-last", "--json-out", tj])
+             str(args.epochs), "--pytorch-channels-last", "--ours-channels-last", "--json-out", tj])
         with open(tj) as f:
             res = json.load(f)["results"]
         ours = res["ours"]["mean_images_per_second"]
@@ -122,6 +123,11 @@ def main():
                      "%.0f / %.0f img/s" % (ours, pt)))
         rows.append(("training step: train_teacher / PyTorch eager, channels-last", ours / ptc, ">= 1.0",
                      "%.0f / %.0f img/s" % (ours, ptc)))
+        oc = res["ours_channels_last"]["mean_images_per_second"]
+        rows.append(("training step: train_teacher --memory-format channels-last / PyTorch eager, defaults", oc / pt,
+                     ">= 1.2", "%.0f / %.0f img/s" % (oc, pt)))
+        rows.append(("training step: both channels-last (train_teacher --memory-format channels-last / PyTorch)",
+                     oc / ptc, ">= 1.0", "%.0f / %.0f img/s" % (oc, ptc)))
 
         # A store with the benchmark's splits, and a teacher trained on it (quiet machine).
         store = os.path.join(work, "store.h5")
@@ -168,6 +174,32 @@ def main():
         rows.append(("scale: extract_features peak RSS for 4N images / for N (layer1,layer3,pool)",
                      rss["bench_4x"] / rss["bench_train"], "1.0",
                      "%.0f / %.0f MB" % (rss["bench_4x"] / 1e6, rss["bench_train"] / 1e6)))
+
+        # Scale with image size: the same recipe on 28, 56 and 112 px copies of the images (the
+        # manifest's stored size; --max-train-per-class keeps the stores small). Linear in pixels
+        # means the same pixels/s at every size.
+        manifest = os.path.join(ROOT, "data_manifests", "fashion_mnist.json")
+        with open(manifest) as mf:
+            man = json.load(mf)
+        size_images = max(256, args.images // 4)
+        per_pixel = {}
+        for size in (28, 56, 112):
+            man["image"]["size"] = size
+            mpath = os.path.join(work, "fm%d.json" % size)
+            with open(mpath, "w") as mf:
+                json.dump(man, mf)
+            raw = os.path.join(work, "fm%d_raw.h5" % size)
+            run([os.path.join(args.bin, "prepare_data"), "-v", "0", "--max-train-per-class",
+                 str(size_images // 10 + 100), mpath, raw])
+            sized = os.path.join(work, "fm%d.h5" % size)
+            train_speed.make_bench_store(raw, sized, size_images, seed=0)
+            os.remove(raw)
+            per_pixel[size] = teacher(args, sized, os.path.join(work, "px%d.h5" % size), epochs=2) * size * size
+            os.remove(sized)
+        for size in (56, 112):
+            rows.append(("scale: train_teacher pixels/s at %d px / at 28 px (%d images)" % (size, size_images),
+                         per_pixel[size] / per_pixel[28], "1.0",
+                         "%.0f / %.0f img/s" % (per_pixel[size] / size / size, per_pixel[28] / 28 / 28)))
 
         # Frozen forward pass.
         fw = table_rows(run([os.path.join(args.bin, "forward_speed"), "--threads", str(args.threads),

@@ -95,16 +95,18 @@ def train_teacher_command(args, store, out, train_split="bench_train", threads=N
             "--train-split", train_split, "--val-split", "bench_val", "--out", out, store]
 
 
-def run_ours(args, store, workdir):
-    out = os.path.join(workdir, "ours.h5")
+def run_ours(args, store, workdir, channels_last=False):
+    out = os.path.join(workdir, "ours_cl.h5" if channels_last else "ours.h5")
     cmd = train_teacher_command(args, store, out)
+    if channels_last:
+        cmd[1:1] = ["--memory-format", "channels-last"]
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit("train_speed: train_teacher failed (exit %d): %s" % (r.returncode, r.stderr.strip()))
     wall = time.time() - t0
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    with open(os.path.join(workdir, "ours.metrics.jsonl")) as f:
+    with open(out[:-3] + ".metrics.jsonl") as f:
         epochs = [json.loads(line) for line in f if line.strip()]
     return {"command": " ".join(cmd), "wall_seconds": wall,
             "mean_images_per_second": summary["train_images_per_second"],
@@ -212,6 +214,8 @@ def make_parser():
     p.add_argument("--only", choices=["ours", "pytorch"], default=None, help="run one side only")
     p.add_argument("--pytorch-channels-last", action="store_true",
                    help="also train PyTorch with channels-last model and inputs (its best CPU setting)")
+    p.add_argument("--ours-channels-last", action="store_true",
+                   help="also train ours with --memory-format channels-last")
     p.add_argument("--json-out", default="", help="also write the results as JSON here")
     return p
 
@@ -236,6 +240,8 @@ def main():
                 results["pytorch_channels_last"] = run_pytorch(args, data, channels_last=True)
         if args.only in (None, "ours"):
             results["ours"] = run_ours(args, store, workdir)
+            if args.ours_channels_last:
+                results["ours_channels_last"] = run_ours(args, store, workdir, channels_last=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -272,6 +278,12 @@ def main():
     if mc:
         print("| mean, PyTorch channels-last | %s | %.1f | %s |" % ("%.1f" % mo if mo else "-", mc,
                                                                     "%.2f" % (mo / mc) if mo else "-"))
+    oc = results.get("ours_channels_last", {}).get("mean_images_per_second")
+    if oc:
+        print("| mean, ours --memory-format channels-last | %.1f | %s | %s |" % (oc, "%.1f" % mp if mp else "-",
+                                                                              "%.2f" % (oc / mp) if mp else "-"))
+        if mc:
+            print("| mean, both channels-last | %.1f | %.1f | %.2f |" % (oc, mc, oc / mc))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"settings": settings, "results": results}, f, indent=2)

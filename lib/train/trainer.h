@@ -43,6 +43,7 @@ struct TrainLoopOptions {
   bool keep_last_batch = false;      // also train on the final incomplete batch of each epoch
   int val_every = 1;                 // validate every N epochs and after the last one
   double memory_budget_gb = 0;       // refuse a step estimated above this (0 = the memory available)
+  std::string memory_format = "contiguous";  // contiguous | channels-last: the layout of the trained weights
   dist::Options dist;                // data-parallel runs (torchrun / srun): backend, timeout, SyncBN
 
   void Register(boost::program_options::options_description& d, const std::string& prefix = "");
