@@ -560,9 +560,10 @@ TEST_CASE("stages tune glibc's allocator, leave a user's malloc settings alone, 
     REQUIRE(r.exit_code == 0);
     return nlohmann::json::parse(mlfd_test::ReadText(out)).at("provenance").at("allocator").get<std::string>();
   };
-  CHECK(eval_json("", tmp / "e1.json") == "glibc, mmap threshold 32 MiB, trim threshold 1 GiB");
+  CHECK(eval_json("", tmp / "e1.json") == "glibc, heap only (no mmap), trim threshold 1 GiB");
   CHECK(eval_json(user_env, tmp / "e2.json") == "glibc, the user's environment settings");
   CHECK(eval_json("MALLOC_TRIM_THRESHOLD_=0 ", tmp / "e3.json") == "glibc, the user's environment settings");
+  CHECK(eval_json("MALLOC_MMAP_MAX_=65536 ", tmp / "e4.json") == "glibc, the user's environment settings");
 }
 
 TEST_CASE("train_teacher --val-every: validation on every N-th and the last epoch, the training unchanged",

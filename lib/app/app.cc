@@ -222,21 +222,23 @@ std::string& AllocatorSetting() {
 }
 
 // glibc's allocator serves blocks above its mmap threshold (128 KiB at start, adjusted upwards as
-// blocks are freed) with fresh mappings and returns freed heap tops to the kernel, so every batch's
-// activation tensors (megabytes each) are faulted in page by page again: on the 2-core reference
-// machine a third of evaluate's time was page faults. Keeping blocks up to 32 MiB (glibc's largest
-// threshold) on the heap and never trimming it made evaluate 3x and a training epoch 2x faster at the
-// same peak memory (docs/performance.md). A user's own malloc settings (MALLOC_*_ environment
-// variables or GLIBC_TUNABLES) are left alone.
+// blocks are freed, at most 32 MiB) with fresh mappings and returns freed heap tops to the kernel,
+// so every batch's activation tensors (megabytes each) are faulted in page by page again: on the
+// 2-core reference machine a third of evaluate's time was page faults. Every block is served from
+// the heap (no mmap at all: activations of 112 px images, ~100 MB each, are past the largest
+// threshold) and the heap is never trimmed below 1 GiB: evaluate ran 3x and a training epoch 2x
+// faster at 28 px, 1.46x at 112 px (docs/performance.md). A user's own malloc settings (MALLOC_*_
+// environment variables or GLIBC_TUNABLES) are left alone.
 void TuneAllocator() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("MALLOC_MMAP_MAX_") ||
       (tunables && std::string(tunables).find("glibc.malloc.") != std::string::npos)) {
     AllocatorSetting() = "glibc, the user's environment settings";
     return;
   }
-  if (mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1)
-    AllocatorSetting() = "glibc, mmap threshold 32 MiB, trim threshold 1 GiB";
+  if (mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 &&
+      mallopt(M_MMAP_MAX, 0) == 1)
+    AllocatorSetting() = "glibc, heap only (no mmap), trim threshold 1 GiB";
 }
 
 }  // namespace
