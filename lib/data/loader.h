@@ -43,6 +43,27 @@ struct LoaderSource {
   std::shared_ptr<const ClipStore> clips;  // a clip source (then `store` is null)
 };
 
+// The source of rows `rows` of an image store, or of a clip store, `batch_size` of them per batch,
+// normalised with `mean`/`std` (empty: the store's own). One overload per store kind, so that code
+// written for both (a template over the store type) names its source the same way.
+inline LoaderSource MakeSource(std::shared_ptr<const ImageStore> store, std::vector<int64_t> rows, int64_t batch_size,
+                               std::vector<double> mean = {}, std::vector<double> std = {}) {
+  LoaderSource src;
+  src.store = std::move(store);
+  src.indices = std::move(rows);
+  src.batch_size = batch_size;
+  src.mean = std::move(mean);
+  src.std = std::move(std);
+  return src;
+}
+inline LoaderSource MakeSource(std::shared_ptr<const ClipStore> clips, std::vector<int64_t> rows, int64_t batch_size,
+                               std::vector<double> mean = {}, std::vector<double> std = {}) {
+  LoaderSource src = MakeSource(std::shared_ptr<const ImageStore>(), std::move(rows), batch_size, std::move(mean),
+                                std::move(std));
+  src.clips = std::move(clips);
+  return src;
+}
+
 struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;  // drop a final incomplete batch (training)

@@ -157,7 +157,7 @@ namespace {
 // crop of `info.frames` frames (clip stores: the view evaluate scores).
 LoaderSource Source(const std::shared_ptr<const ImageStore>& s, const std::vector<int64_t>& rows,
                     int64_t batch, const HeadInfo& info, LoaderOptions*) {
-  return LoaderSource{s, rows, batch, info.mean, info.std};
+  return MakeSource(s, rows, batch, info.mean, info.std);
 }
 LoaderSource Source(const std::shared_ptr<const ClipStore>& s, const std::vector<int64_t>& rows,
                     int64_t batch, const HeadInfo& info, LoaderOptions* lo) {
@@ -167,13 +167,7 @@ LoaderSource Source(const std::shared_ptr<const ClipStore>& s, const std::vector
   lo->clip_frames = info.frames;
   lo->clip_views = 1;
   lo->clip_view = 0;
-  LoaderSource src;
-  src.clips = s;
-  src.indices = rows;
-  src.batch_size = batch;
-  src.mean = info.mean;
-  src.std = info.std;
-  return src;
+  return MakeSource(s, rows, batch, info.mean, info.std);
 }
 
 template <class Store>

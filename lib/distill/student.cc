@@ -57,18 +57,6 @@ int TrainedEpochs(const std::string& checkpoint) {
 
 namespace {
 
-LoaderSource Source(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows,
-                    int64_t per) {
-  return {s, std::move(rows), per};
-}
-LoaderSource Source(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows,
-                    int64_t per) {
-  LoaderSource src;
-  src.clips = s;
-  src.indices = std::move(rows);
-  src.batch_size = per;
-  return src;
-}
 int StoredFrames(const ImageStore&) { return 0; }
 int StoredFrames(const ClipStore& s) { return s.frames(); }
 HeadInfo Head(const ImageStore& s, const StudentOptions& opts) {
@@ -170,7 +158,7 @@ TrainResult DistillOn(Stage& stage, const std::vector<std::string>& teacher_path
 
   LoaderOptions lo = opts.TrainLoader();
   lo.clip_frames = opts.clip_frames;
-  Loader loader({Source(store, store->split(opts.train_split), opts.batch_size)}, lo);
+  Loader loader({MakeSource(store, store->split(opts.train_split), opts.batch_size)}, lo);
   const HeadInfo sinfo = Head(*store, opts);
 
   auto per_channel = [&](const std::vector<double>& v, const torch::Tensor& like) {

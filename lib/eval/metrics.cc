@@ -138,18 +138,14 @@ Predictions PredictSource(Net& net, const HeadInfo& info, LoaderSource proto, co
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ImageStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
                     torch::Device device, int64_t batch_size, int workers, int crops) {
-  LoaderSource src{store, {}, batch_size};
-  return PredictSource(net, info, src, indices, eval_transform, device, workers, 1, crops);
+  return PredictSource(net, info, MakeSource(store, {}, batch_size), indices, eval_transform, device, workers, 1, crops);
 }
 
 Predictions Predict(Net& net, const HeadInfo& info, std::shared_ptr<const ClipStore> store,
                     const std::vector<int64_t>& indices, const AugmentConfig& eval_transform,
                     torch::Device device, int64_t batch_size, int workers, int views, int crops) {
   if (views < 1) throw Error(Msg("internal: ", views, " temporal views"));
-  LoaderSource src;
-  src.clips = store;
-  src.batch_size = batch_size;
-  return PredictSource(net, info, src, indices, eval_transform, device, workers, views, crops);
+  return PredictSource(net, info, MakeSource(store, {}, batch_size), indices, eval_transform, device, workers, views, crops);
 }
 
 }  // namespace mlfd

@@ -253,20 +253,6 @@ void FinetuneJointOptions::Check() const {
 
 namespace {
 
-LoaderSource JointSource(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows, int64_t per,
-                         std::vector<double> mean, std::vector<double> std) {
-  return {s, std::move(rows), per, std::move(mean), std::move(std)};
-}
-LoaderSource JointSource(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows, int64_t per,
-                         std::vector<double> mean, std::vector<double> std) {
-  LoaderSource src;
-  src.clips = s;
-  src.indices = std::move(rows);
-  src.batch_size = per;
-  src.mean = std::move(mean);
-  src.std = std::move(std);
-  return src;
-}
 
 // The training of T* on image stores, or on clip stores when its teachers are video networks.
 template <class Store>
@@ -327,7 +313,7 @@ TrainResult FinetuneOn(Stage& stage, const std::string& init_path, const LoadedC
                 : opts.sampling == "equal"     ? std::max<int64_t>(1, opts.batch_size / m)
                                                : std::max<int64_t>(1, std::llround(double(opts.batch_size) * n / total));
     std::vector<double> zeros(static_cast<size_t>(s->channels()), 0.0), ones(static_cast<size_t>(s->channels()), 1.0);
-    sources.push_back(JointSource(s, fit_rows[static_cast<size_t>(d)], b, zeros, ones));
+    sources.push_back(MakeSource(s, fit_rows[static_cast<size_t>(d)], b, zeros, ones));
     MLOG(INFO) << s->name() << ": " << n << " training images, " << b << " per step";
   }
   LoaderOptions lo = opts.TrainLoader();

@@ -46,16 +46,6 @@ void TeacherOptions::Check() const {
 
 namespace {
 
-LoaderSource Source(const std::shared_ptr<const ImageStore>& s, std::vector<int64_t> rows, int64_t per) {
-  return {s, std::move(rows), per};
-}
-LoaderSource Source(const std::shared_ptr<const ClipStore>& s, std::vector<int64_t> rows, int64_t per) {
-  LoaderSource src;
-  src.clips = s;
-  src.indices = std::move(rows);
-  src.batch_size = per;
-  return src;
-}
 HeadInfo Head(const ImageStore& s, const TeacherOptions& opts) { return StoreHead(s, opts.augment.size); }
 HeadInfo Head(const ClipStore& s, const TeacherOptions& opts) {
   return StoreHead(s, opts.augment.size, opts.clip_frames);
@@ -108,7 +98,7 @@ TrainResult TrainOn(Stage& stage, const std::vector<std::string>& store_paths,
     if (fold.active())
       MLOG(INFO) << s->name() << ": training on " << rows.size() << " of " << s->split(opts.train_split).size()
                  << " training images (without fold " << fold.ToString() << ", fold seed " << fold.seed << ")";
-    sources.push_back(Source(s, std::move(rows), per));
+    sources.push_back(MakeSource(s, std::move(rows), per));
   }
   LoaderOptions lo = opts.TrainLoader();
   lo.clip_frames = opts.clip_frames;
