@@ -134,6 +134,32 @@ TEST_CASE("options: missing positional argument", "[unit][util][options]") {
   CHECK(a == "x.h5");
 }
 
+TEST_CASE("options: a bare flag before an argument leaves the argument alone, and a flag given a bool value reads it",
+          "[unit][util][options]") {
+  auto parse = [](std::vector<std::string> args, bool* flag, std::string* in) {
+    CommandLine cli({"demo", "p", "demo [--flag] <in>", "e"});
+    cli.options().add_options()("flag", boost::program_options::value(flag)->default_value(false)->implicit_value(true), "a flag");
+    cli.AddPositional("in", in, "input");
+    return ParseArgs(cli, args);
+  };
+  bool flag = false;
+  std::string in;
+  REQUIRE(parse({"demo", "--flag", "x.h5", "-v", "0"}, &flag, &in));
+  CHECK(flag);
+  CHECK(in == "x.h5");
+  REQUIRE(parse({"demo", "x.h5", "--flag", "-v", "0"}, &flag, &in));  // last or before an option
+  CHECK(flag);
+  REQUIRE(parse({"demo", "--flag", "off", "y.h5", "-v", "0"}, &flag, &in));
+  CHECK_FALSE(flag);
+  CHECK(in == "y.h5");
+  REQUIRE(parse({"demo", "--flag=0", "z.h5", "-v", "0"}, &flag, &in));
+  CHECK_FALSE(flag);
+  CHECK(in == "z.h5");
+  REQUIRE(parse({"demo", "-v", "0", "--flag", "TRUE", "w.h5"}, &flag, &in));
+  CHECK(flag);
+  CHECK(in == "w.h5");
+}
+
 TEST_CASE("config tokens flatten nested objects and arrays", "[unit][util][options]") {
   auto t = ConfigToTokens(nlohmann::json::parse(R"({"a": 1, "b": {"c": "x", "d": [1, 2]}, "e": false})"), "cfg");
   CHECK(t == std::vector<std::string>{"--a=1", "--b.c=x", "--b.d=1", "--b.d=2", "--e=false"});

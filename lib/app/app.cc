@@ -8,6 +8,8 @@
 #include <torch/version.h>
 
 #include <boost/version.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -102,9 +104,28 @@ bool CommandLine::Parse(int argc, char** argv) {
   po::options_description all;
   all.add(options_).add(common).add(hidden);
 
+  // A flag (a bool option with an implicit value) written bare takes the next token as its value
+  // in Boost.ProgramOptions: `--resume store.h5` would read "store.h5" as the flag's value and
+  // fail. A bare flag followed by anything but a bool literal is given its value explicitly, so
+  // the next token stays an argument; `--resume 0` keeps working.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto is_bool_literal = [](std::string t) {
+    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return t == "1" || t == "0" || t == "true" || t == "false" || t == "yes" || t == "no" || t == "on" || t == "off";
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& t = args[i];
+    if (t == "--") break;
+    if (t.size() < 3 || t.compare(0, 2, "--") != 0 || t.find('=') != std::string::npos) continue;
+    const po::option_description* d = all.find_nothrow(t.substr(2), false);
+    if (d == nullptr || dynamic_cast<const po::typed_value<bool>*>(d->semantic().get()) == nullptr ||
+        d->semantic()->min_tokens() != 0)
+      continue;
+    if (i + 1 == args.size() || !is_bool_literal(args[i + 1])) args[i] = t + "=true";
+  }
   po::parsed_options given(&all);
   try {
-    given = po::command_line_parser(argc, argv).options(all).positional(pos).style(kParserStyle).run();
+    given = po::command_line_parser(args).options(all).positional(pos).style(kParserStyle).run();
     po::store(given, vm_);
   } catch (const po::error& e) {
     throw UsageError(e.what());
