@@ -193,20 +193,12 @@ torch::Tensor FeatureCache::ReadChunkRows(const h5::RowChunks& index, const std:
     file_->ReadChunkRows(index, rows, got.data_ptr());
     return got;
   }
-  const int64_t n_rows = static_cast<int64_t>(index.addr.size());
-  std::vector<uint64_t> offsets(rows.size());
-  for (size_t k = 0; k < rows.size(); ++k) {
-    if (rows[k] < 0 || rows[k] >= n_rows)
-      throw Error(Msg(path_, ":", index.name, ": row ", rows[k], " outside the dataset's ", n_rows, " rows"));
-    offsets[k] = index.addr[static_cast<size_t>(rows[k])];
-  }
+  const std::vector<uint64_t> offsets = h5::RowChunkAddresses(index, rows, path_);
   std::vector<uint8_t>& verified = verified_[index.name];
   if (verified.empty()) verified.assign(index.addr.size(), 0);
   const int64_t bad = map_->Gather(offsets.data(), rows.data(), rows.size(), index.row_bytes, index.fletcher32,
                                    verified.data(), static_cast<char*>(got.data_ptr()));
-  if (bad >= 0)
-    throw Error(Msg(path_, ":", index.name, ": checksum mismatch: the stored data is corrupt (row ",
-                    rows[static_cast<size_t>(bad)], ": data error detected by Fletcher32 checksum)"));
+  if (bad >= 0) h5::ThrowChunkChecksumMismatch(path_, index.name, rows[static_cast<size_t>(bad)]);
   return got;
 }
 

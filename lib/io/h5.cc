@@ -564,30 +564,44 @@ std::unique_ptr<RowChunks> File::IndexRowChunks(const std::string& name) const {
   return index;
 }
 
-void File::ReadChunkRows(const RowChunks& index, const std::vector<int64_t>& rows, void* out) const {
+std::vector<uint64_t> RowChunkAddresses(const RowChunks& index, const std::vector<int64_t>& rows,
+                                        const std::string& file) {
   const int64_t n_rows = static_cast<int64_t>(index.addr.size());
-  for (int64_t r : rows)
-    if (r < 0 || r >= n_rows) Fail(index.name, Msg("row ", r, " outside the dataset's ", n_rows, " rows"));
+  std::vector<uint64_t> addrs(rows.size());
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (rows[k] < 0 || rows[k] >= n_rows)
+      throw Error(Msg(file, ":", index.name, ": row ", rows[k], " outside the dataset's ", n_rows, " rows"));
+    addrs[k] = index.addr[static_cast<size_t>(rows[k])];
+  }
+  return addrs;
+}
+
+void ThrowChunkChecksumMismatch(const std::string& file, const std::string& dataset, int64_t row) {
+  throw Error(Msg(file, ":", dataset, ": checksum mismatch: the stored data is corrupt (row ", row,
+                  ": data error detected by Fletcher32 checksum)"));
+}
+
+void File::ReadChunkRows(const RowChunks& index, const std::vector<int64_t>& rows, void* out) const {
+  const std::vector<uint64_t> addrs = RowChunkAddresses(index, rows, shown());
   if (rows.empty()) return;
   void* handle = nullptr;
   if (H5Fget_vfd_handle(file_.get(), H5P_DEFAULT, &handle) < 0 || handle == nullptr)
     Fail(index.name, "cannot reach the file's descriptor");
   const int fd = *static_cast<int*>(handle);
   const size_t stored = index.row_bytes + (index.fletcher32 ? 4 : 0);
-  auto addr = [&](size_t k) { return index.addr[static_cast<size_t>(rows[k])]; };
   std::vector<size_t> order(rows.size());
   for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return addr(a) < addr(b); });
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return addrs[a] < addrs[b]; });
   constexpr size_t kMaxRunBytes = size_t{32} << 20;
   std::vector<char> buf;
   char* dst = static_cast<char*>(out);
   for (size_t i = 0; i < order.size();) {
     // A run of chunks that follow each other in the file (a repeated row is the same chunk).
-    const uint64_t first = addr(order[i]);
+    const uint64_t first = addrs[order[i]];
     uint64_t last = first;
     size_t j = i + 1;
     while (j < order.size()) {
-      const uint64_t a = addr(order[j]);
+      const uint64_t a = addrs[order[j]];
       if (a != last && (a != last + stored || a + stored - first > kMaxRunBytes)) break;
       last = a;
       ++j;
@@ -603,12 +617,10 @@ void File::ReadChunkRows(const RowChunks& index, const std::vector<int64_t>& row
     }
     uint64_t checked = UINT64_MAX;
     for (size_t k = i; k < j; ++k) {
-      const uint64_t a = addr(order[k]);
+      const uint64_t a = addrs[order[k]];
       const char* chunk = buf.data() + (a - first);
       if (index.fletcher32 && a != checked) {
-        if (!ChunkChecksumMatches(chunk, index.row_bytes))
-          throw Error(Msg(shown(), ":", index.name, ": checksum mismatch: the stored data is corrupt (row ",
-                          rows[order[k]], ": data error detected by Fletcher32 checksum)"));
+        if (!ChunkChecksumMatches(chunk, index.row_bytes)) ThrowChunkChecksumMismatch(shown(), index.name, rows[order[k]]);
         checked = a;
       }
       std::memcpy(dst + order[k] * index.row_bytes, chunk, index.row_bytes);

@@ -75,6 +75,12 @@ struct RowChunks {
   bool fletcher32 = false;     // each chunk ends with its 4-byte checksum
   std::vector<uint64_t> addr;  // byte offset of row i's chunk in the file
 };
+// The file offset of the chunk of each of `rows` (any order, repeats allowed) of an indexed
+// dataset; Error naming `file` and the dataset if a row is outside it.
+std::vector<uint64_t> RowChunkAddresses(const RowChunks& index, const std::vector<int64_t>& rows,
+                                        const std::string& file);
+// The error of a row whose chunk does not hold its checksum: the same line as a read through HDF5.
+[[noreturn]] void ThrowChunkChecksumMismatch(const std::string& file, const std::string& dataset, int64_t row);
 
 class AtomicFile;
 
