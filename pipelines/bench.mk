@@ -52,8 +52,10 @@ METHODS = kd fitnet mlfd
 # MLFD's every fused level + dense level). T*: heads without the teacher's logits, fusion at
 # layer3. Patient and consistent students (distill_student --mix, --epochs-multiple): mixup of the
 # shared view (the student's batch, which the online T* sees too) for the teacher's 40 epochs and
-# for twice as long.
-VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3 mixup mixup_x2
+# for twice as long. The fair references for the patient student: the individual model trained for
+# twice the epochs too (`epochs_x2`, evaluated as teacher@epochs_x2) and the KD student from the
+# dataset's own teacher with the same mixup and schedule (`kd_mixup_x2`, kd@kd_mixup_x2).
+VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3 mixup mixup_x2 epochs_x2 kd_mixup_x2
 VARIANT_OPTS_kd_ce = --w-feat 0
 VARIANT_OPTS_kd_last = --pairs layer4:fused:0.2
 VARIANT_OPTS_no_ce = --w-ce 0
@@ -64,3 +66,8 @@ VARIANT_DROP_fuse_layer3 = --level=layer4
 VARIANT_OPTS_fuse_layer3 = --level=layer3 --stages 1
 VARIANT_OPTS_mixup = --mix mixup
 VARIANT_OPTS_mixup_x2 = --mix mixup --epochs-multiple 2
+VARIANT_STAGE_epochs_x2 = teacher
+VARIANT_DROP_epochs_x2 = --epochs=$(EPOCHS)
+VARIANT_OPTS_epochs_x2 = --epochs $(shell expr 2 '*' $(EPOCHS))
+VARIANT_METHOD_kd_mixup_x2 = kd
+VARIANT_OPTS_kd_mixup_x2 = --mix mixup --epochs-multiple 2

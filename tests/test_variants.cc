@@ -139,11 +139,18 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
                                            "STUDENT_OPTS = --batch-size 16 --workers 1 --lr 0.05 --epochs 1\n",
                                            "JOINT_MAPS = cached\nSTUDENT_SIGNALS = cached\n",
                                            "JOINT_CACHE_LEVELS = fused,pool\n",
-                                           "VARIANTS = t8 res\n",
+                                           "VARIANTS = t8 res long kdm\n",
                                            "VARIANT_STAGE_t8 = student\n",
                                            "VARIANT_OPTS_t8 = --temperature 8\n",
                                            "VARIANT_STAGE_res = joint\n",
-                                           "VARIANT_OPTS_res = --residual-logits\n"));
+                                           "VARIANT_OPTS_res = --residual-logits\n",
+                                           // A teacher variant trained longer: --epochs=1 drops '--epochs 1'.
+                                           "VARIANT_STAGE_long = teacher\n",
+                                           "VARIANT_DROP_long = --epochs=1\n",
+                                           "VARIANT_OPTS_long = --epochs 2\n",
+                                           // A KD student variant from the dataset's own teacher.
+                                           "VARIANT_METHOD_kdm = kd\n",
+                                           "VARIANT_OPTS_kdm = --temperature 2\n"));
   const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=var PIPELINE_FILE=", tmp / "var.mk",
                                " MANIFESTS=", tmp.path(), " RUN=", tmp / "run", " BIN=", MLFD_BIN_DIR, " VERBOSE=0 SEEDS='1 2'");
   auto plan = mlfd_test::RunShell(make + " -n");
@@ -152,6 +159,14 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
   CHECK(plan.out.find("--name mlfd@t8 --note 'distill_student --temperature 8'") != std::string::npos);
   CHECK(plan.out.find("--name joint@res --note 'build_joint --residual-logits'") != std::string::npos);
   CHECK(plan.out.find("--residual-logits --seed 2") != std::string::npos);
+  CHECK(plan.out.find("--lr 0.05 --arch resnet18 --epochs 2 --seed 2 --out " + tmp / "run/seed2/variants/long/teachers/vb.h5 " +
+                      tmp / "run/data/vb.h5") != std::string::npos);
+  CHECK(plan.out.find("--name teacher@long --note 'train_teacher without --epochs=1, with --epochs 2'") != std::string::npos);
+  CHECK(plan.out.find("--method kd --batch-size 16 --workers 1 --lr 0.05 --epochs 1 --temperature 2 --seed 1 --like " +
+                      tmp / "run/seed1/teachers/va.h5 --teacher " + tmp / "run/seed1/teachers/va.h5 --teacher-signals cached --features " +
+                      tmp / "run/seed1/features/teacher_va.h5 --out " + tmp / "run/seed1/variants/kdm/students/kd_va.h5") !=
+        std::string::npos);
+  CHECK(plan.out.find("--name kd@kdm --note 'distill_student --temperature 2'") != std::string::npos);
 
   auto run = mlfd_test::RunShell(make + " -j2");
   INFO(run.out.substr(run.out.size() > 3000 ? run.out.size() - 3000 : 0)
@@ -160,11 +175,18 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
   for (const char* f : {"seed1/variants/t8/students/mlfd_va.h5", "seed2/variants/t8/eval/mlfd_vb.json",
                         "seed1/variants/res/joint/init.h5", "seed2/variants/res/joint/final.h5",
                         "seed1/variants/res/features/teacher_maps_vb.h5", "seed2/variants/res/features/joint_va.h5",
-                        "seed2/variants/res/students/mlfd_vb.h5", "seed1/variants/res/eval/joint_va.json"}) {
+                        "seed2/variants/res/students/mlfd_vb.h5", "seed1/variants/res/eval/joint_va.json",
+                        "seed2/variants/long/teachers/va.h5", "seed1/variants/long/eval/teacher_vb.json",
+                        "seed1/variants/kdm/students/kd_vb.h5", "seed2/variants/kdm/eval/kd_va.json"}) {
     INFO(f);
     CHECK(mlfd_test::FileExists(tmp / Msg("run/", f)));
   }
   CHECK_FALSE(mlfd_test::FileExists(tmp / "run/seed1/variants/t8/joint/final.h5"));  // a student variant uses T*
+  // A teacher variant trains no student; a KD variant none of MLFD.
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "run/seed1/variants/long/students"));
+  CHECK_FALSE(mlfd_test::FileExists(tmp / "run/seed1/variants/kdm/students/mlfd_va.h5"));
+  auto long_teacher = nlohmann::json::parse(mlfd_test::ReadText(tmp / "run/seed1/variants/long/teachers/va.json"));
+  CHECK(long_teacher.at("epochs_run") == 2);
   auto ev = nlohmann::json::parse(mlfd_test::ReadText(tmp / "run/seed2/variants/t8/eval/mlfd_va.json"));
   CHECK(ev.at("name") == "mlfd@t8");
   CHECK(ev.at("note") == "distill_student --temperature 8");
@@ -190,6 +212,10 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
       CHECK(line.find("/2 seeds |") != std::string::npos);  // paired against the base row on both seeds
     }
     CHECK(Line(ab, "| joint teacher T* | base |").find("| - | 2 |") != std::string::npos);
+    // The teacher variant against the individual model; the KD variant has no base row (METHODS has no kd).
+    std::string long_line = Line(ab, "| individual (stage-1 teacher, this dataset only) | long | train_teacher without --epochs=1, with --epochs 2 | 2 |");
+    CHECK(long_line.find("/2 seeds |") != std::string::npos);
+    CHECK(Line(ab, "| KD student (from the individual teacher) | kdm | distill_student --temperature 2 | 2 |").find("no base row") != std::string::npos);
   }
   std::string html = mlfd_test::ReadText(tmp / "run/report.html");
   CHECK(Count(html, "<table class=\"ablations\"") == 2);
@@ -246,9 +272,18 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
   CHECK(typo.exit_code != 0);
   CHECK(typo.err.find("VARIANT_DROP_t8: '--temprature' is not in the student stage's options") != std::string::npos);
   // Unknown stages and malformed names stop make at once.
-  auto bad = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_STAGE_x=teacher");
+  auto bad = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_STAGE_x=trainer");
   CHECK(bad.exit_code != 0);
-  CHECK(bad.err.find("VARIANT_STAGE_x = 'teacher': must be student, joint or finetune") != std::string::npos);
+  CHECK(bad.err.find("VARIANT_STAGE_x = 'trainer': must be student, joint, finetune or teacher") != std::string::npos);
+  auto method = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_METHOD_x=unic");
+  CHECK(method.exit_code != 0);
+  CHECK(method.err.find("VARIANT_METHOD_x = 'unic': must be mlfd, kd or fitnet") != std::string::npos);
+  auto method_stage = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_STAGE_x=joint VARIANT_METHOD_x=kd");
+  CHECK(method_stage.exit_code != 0);
+  CHECK(method_stage.err.find("only a student variant chooses its method") != std::string::npos);
+  auto teacher_typo = mlfd_test::RunShell(make + " -n VARIANT_DROP_long=--epochs=3");
+  CHECK(teacher_typo.exit_code != 0);
+  CHECK(teacher_typo.err.find("VARIANT_DROP_long: '--epochs=3' is not in the teacher stage's options") != std::string::npos);
   auto twice = mlfd_test::RunShell(make + " -n VARIANTS='t8 t8'");
   CHECK(twice.exit_code != 0);
   CHECK(twice.err.find("VARIANTS names a variant twice") != std::string::npos);
