@@ -71,3 +71,10 @@ VARIANT_DROP_epochs_x2 = --epochs=$(EPOCHS)
 VARIANT_OPTS_epochs_x2 = --epochs $(shell expr 2 '*' $(EPOCHS))
 VARIANT_METHOD_kd_mixup_x2 = kd
 VARIANT_OPTS_kd_mixup_x2 = --mix mixup --epochs-multiple 2
+
+# The report's paired comparisons beyond the ablation tables (report --compare): the patient MLFD
+# student against the references given its schedule, the joint-training baseline and T*; KD with
+# and without the patient recipe against the individual model.
+REPORT_COMPARE = mlfd@mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:kd@kd_mixup_x2 mlfd@mixup_x2:joint_baseline \
+  mlfd@mixup_x2:kd mlfd@mixup_x2:teacher kd@kd_mixup_x2:teacher@epochs_x2 teacher@epochs_x2:teacher \
+  mlfd:teacher mlfd:joint_baseline kd:teacher

@@ -117,6 +117,36 @@ TEST_CASE("report: ablation table of variant rows paired by seed against the bas
   CHECK(html.find("<code>distill_student --w-ce 0</code>") != std::string::npos);
   CHECK(Count(html, "<tr data-model=\"mlfd\">") == 2);  // main table and ablation base row
 
+  // --compare a:b: any two rows (main or variant), paired by seed; a dataset without both skips it.
+  std::vector<ReportCompare> cmp{ParseCompare("mlfd@zeta:teacher"), ParseCompare("mlfd@alpha:mlfd@zeta"),
+                                 ParseCompare("joint@res:mlfd")};
+  CHECK(cmp[0].a == "mlfd@zeta");
+  CHECK(cmp[0].b == "teacher");
+  CHECK_NOTHROW(CheckCompares(tables, cmp));
+  std::string md_cmp = ReportMarkdown(tables, "t", cmp);
+  CHECK(md_cmp.substr(0, md.size()) == md);  // the comparisons come last; nothing else changes
+  std::string pc = Section(md_cmp, "### Paired comparisons: mnist");
+  INFO(pc);
+  REQUIRE_FALSE(pc.empty());
+  // zeta - teacher: seed 1 only (91 - 95 = -4 test, 85 - 95 = -10 val).
+  CHECK(Line(pc, "| MLFD student, variant zeta | individual (stage-1 teacher, this dataset only) |") ==
+        "| MLFD student, variant zeta | individual (stage-1 teacher, this dataset only) | -4.00 (seed 1) | "
+        "-4.00, 0/1 seeds | -10.00, 0/1 seeds |");
+  // alpha - zeta on seeds 1 and 2: 89 - 91 = -2, 90 - 93 = -3.
+  CHECK(Line(pc, "| MLFD student, variant alpha | MLFD student, variant zeta |") ==
+        "| MLFD student, variant alpha | MLFD student, variant zeta | -2.00, -3.00 (seeds 1, 2) | "
+        "-2.50 ± 0.71, 0/2 seeds | -15.00 ± 0.00, 0/2 seeds |");
+  CHECK(Line(pc, "| joint teacher T*, variant res | MLFD student |").find("-40.00 (seed 1)") != std::string::npos);
+  std::string html_cmp = ReportHtml(tables, "t", tmp.path(), cmp);
+  CHECK(html_cmp.find("<table class=\"compares\" data-dataset=\"mnist\">") != std::string::npos);
+  CHECK(html_cmp.find("<tr data-a=\"mlfd@alpha\" data-b=\"mlfd@zeta\">") != std::string::npos);
+  CHECK_THROWS_WITH(CheckCompares(tables, {ParseCompare("mlfd@zeta:kd")}),
+                    Catch::Contains("--compare mlfd@zeta:kd: no evaluation named 'kd'"));
+  CHECK_THROWS_WITH(ParseCompare("mlfd"), Catch::Contains("write two model names as a:b"));
+  CHECK_THROWS_WITH(ParseCompare("mlfd:"), Catch::Contains("write two model names as a:b"));
+  CHECK_THROWS_WITH(ParseCompare("a:b:c"), Catch::Contains("write two model names as a:b"));
+  CHECK_THROWS_WITH(ParseCompare("mlfd:mlfd"), Catch::Contains("compares a model with itself"));
+
   // Without variant rows there is no ablation table.
   CHECK(ReportMarkdown(GatherReport({files[0], files[1]}), "t").find("Ablations") == std::string::npos);
   // A malformed variant name is refused.
@@ -150,7 +180,9 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
                                            "VARIANT_OPTS_long = --epochs 2\n",
                                            // A KD student variant from the dataset's own teacher.
                                            "VARIANT_METHOD_kdm = kd\n",
-                                           "VARIANT_OPTS_kdm = --temperature 2\n"));
+                                           "VARIANT_OPTS_kdm = --temperature 2\n",
+                                           // Pairs for the report; one names a variant this run lacks.
+                                           "REPORT_COMPARE = kd@kdm:teacher@long mlfd@t8:teacher mlfd@gone:teacher\n"));
   const std::string make = Msg("make -C ", MLFD_SOURCE_DIR, " -f Makefile.pipeline PIPELINE=var PIPELINE_FILE=", tmp / "var.mk",
                                " MANIFESTS=", tmp.path(), " RUN=", tmp / "run", " BIN=", MLFD_BIN_DIR, " VERBOSE=0 SEEDS='1 2'");
   auto plan = mlfd_test::RunShell(make + " -n");
@@ -216,6 +248,12 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
     std::string long_line = Line(ab, "| individual (stage-1 teacher, this dataset only) | long | train_teacher without --epochs=1, with --epochs 2 | 2 |");
     CHECK(long_line.find("/2 seeds |") != std::string::npos);
     CHECK(Line(ab, "| KD student (from the individual teacher) | kdm | distill_student --temperature 2 | 2 |").find("no base row") != std::string::npos);
+    std::string pc = Section(md, Msg("### Paired comparisons: ", ds));
+    CHECK(Line(pc, "| KD student (from the individual teacher), variant kdm | individual (stage-1 teacher, this dataset only), "
+                   "variant long | ").find("(seeds 1, 2) |") != std::string::npos);
+    CHECK(Line(pc, "| MLFD student, variant t8 | individual (stage-1 teacher, this dataset only) | ").find("/2 seeds |") !=
+          std::string::npos);
+    CHECK(pc.find("gone") == std::string::npos);
   }
   std::string html = mlfd_test::ReadText(tmp / "run/report.html");
   CHECK(Count(html, "<table class=\"ablations\"") == 2);

@@ -185,9 +185,73 @@ PairedDiff Paired(const ReportRow& a, const ReportRow& b, bool val) {
   }
   for (const auto& [seed, x] : d) {
     p.diffs.push_back(x);
+    p.seeds.push_back(seed);
     if (x > 0) ++p.wins;
   }
   return p;
+}
+
+std::string PairedDiff::PerSeed() const {
+  if (diffs.empty()) return "";
+  std::string d, k;
+  for (size_t i = 0; i < diffs.size(); ++i) {
+    d += (i ? ", " : "") + Signed(diffs[i]);
+    k += Msg(i ? ", " : "", seeds[i]);
+  }
+  return Msg(d, " (seed", seeds.size() > 1 ? "s " : " ", k, ")");
+}
+
+ReportCompare ParseCompare(const std::string& text) {
+  auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size() ||
+      text.find(':', colon + 1) != std::string::npos)
+    throw UsageError(Msg("--compare '", text, "': write two model names as a:b (e.g. mlfd@mixup_x2:teacher)"));
+  ReportCompare c{text.substr(0, colon), text.substr(colon + 1)};
+  if (c.a == c.b) throw UsageError(Msg("--compare '", text, "': compares a model with itself"));
+  return c;
+}
+
+namespace {
+const ReportRow* FindAny(const ReportTable& t, const std::string& model) {
+  if (const ReportRow* r = Find(t, model)) return r;
+  for (const auto& r : t.variants)
+    if (r.model == model) return &r;
+  return nullptr;
+}
+
+// The paired comparisons of one dataset: those whose two rows it has.
+struct CompareLine {
+  const ReportRow *a, *b;
+  PairedDiff test, val;
+};
+std::vector<CompareLine> Compares(const ReportTable& t, const std::vector<ReportCompare>& compares) {
+  std::vector<CompareLine> out;
+  for (const auto& c : compares) {
+    const ReportRow* a = FindAny(t, c.a);
+    const ReportRow* b = FindAny(t, c.b);
+    if (a && b) out.push_back({a, b, Paired(*a, *b), Paired(*a, *b, /*val=*/true)});
+  }
+  return out;
+}
+
+std::string RowName(const ReportRow& r) {
+  return VariantOf(r.model).empty() ? Describe(r.model) : Msg(Describe(BaseModelOf(r.model)), ", variant ", VariantOf(r.model));
+}
+
+const char* kCompareIntro =
+    "Each comparison asked for (report --compare a:b): the paired difference a - b of top-1 (points) per seed "
+    "both have, its mean ± standard deviation, and the seeds where a is above.";
+}  // namespace
+
+void CheckCompares(const std::vector<ReportTable>& tables, const std::vector<ReportCompare>& compares) {
+  for (const auto& c : compares)
+    for (const std::string& name : {c.a, c.b}) {
+      bool found = false;
+      for (const auto& t : tables) found = found || FindAny(t, name);
+      if (!found)
+        throw Error(Msg("--compare ", c.a, ":", c.b, ": no evaluation named '", name,
+                        "' among the files given (names are evaluate --name, variants <model>@<variant>)"));
+    }
 }
 
 std::string PairedDiff::Summary() const {
@@ -265,7 +329,8 @@ std::vector<ReportTable> GatherReport(const std::vector<std::string>& files) {
   return out;
 }
 
-std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title) {
+std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title,
+                           const std::vector<ReportCompare>& compares) {
   std::string s = "# " + title + "\n\n";
   s += "Top-1 accuracy (%), mean ± standard deviation over runs (seeds). Each run's checkpoint is the epoch "
        "with the best validation accuracy; the test split is read only here.\n";
@@ -290,11 +355,22 @@ std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::st
                  " | ", MeanStd(a.row->test_top1), " | ", MeanStd(a.row->val_top1), " | ",
                  a.variant.empty() ? "-" : a.paired, " |\n");
     }
+    auto cl = Compares(t, compares);
+    if (!cl.empty()) {
+      s += Msg("\n### Paired comparisons: ", t.dataset, "\n\n", kCompareIntro, "\n\n",
+               "| model a | model b | test a - b per seed | test a - b | val a - b |\n|---|---|---|---|---|\n");
+      for (const auto& c : cl)
+        s += Msg("| ", MdCell(RowName(*c.a)), " | ", MdCell(RowName(*c.b)), " | ",
+                 c.test.diffs.empty() ? "no seed in common" : c.test.PerSeed(), " | ",
+                 c.test.diffs.empty() ? "-" : c.test.Summary(), " | ", c.val.diffs.empty() ? "-" : c.val.Summary(),
+                 " |\n");
+    }
   }
   return s;
 }
 
-std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir) {
+std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir,
+                       const std::vector<ReportCompare>& compares) {
   namespace fs = std::filesystem;
   auto rel = [&](const std::string& p) {
     if (p.empty()) return std::string();
@@ -339,6 +415,18 @@ std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string
                  a.row->test_top1.size(), "</td><td class=\"num test\">", HtmlEscape(MeanStd(a.row->test_top1)),
                  "</td><td class=\"num val\">", HtmlEscape(MeanStd(a.row->val_top1)), "</td><td class=\"num paired\">",
                  a.variant.empty() ? "" : HtmlEscape(a.paired), "</td></tr>\n");
+      h += "</table>\n";
+    }
+    auto cl = Compares(t, compares);
+    if (!cl.empty()) {
+      h += "<h3>Paired comparisons: " + HtmlEscape(t.dataset) + "</h3>\n<p>" + HtmlEscape(kCompareIntro) +
+           "</p>\n<table class=\"compares\" data-dataset=\"" + HtmlEscape(t.dataset) +
+           "\">\n<tr><th>model a</th><th>model b</th><th>test a - b per seed</th><th>test a - b</th><th>val a - b</th></tr>\n";
+      for (const auto& c : cl)
+        h += Msg("<tr data-a=\"", HtmlEscape(c.a->model), "\" data-b=\"", HtmlEscape(c.b->model), "\"><td>",
+                 HtmlEscape(RowName(*c.a)), "</td><td>", HtmlEscape(RowName(*c.b)), "</td><td class=\"num\">",
+                 HtmlEscape(c.test.diffs.empty() ? "no seed in common" : c.test.PerSeed()), "</td><td class=\"num\">",
+                 HtmlEscape(c.test.Summary()), "</td><td class=\"num\">", HtmlEscape(c.val.Summary()), "</td></tr>\n");
       h += "</table>\n";
     }
     h += "<details><summary>Plots (first run of each model)</summary>\n";

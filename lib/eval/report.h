@@ -36,20 +36,33 @@ struct ReportTable {
 
 // Reads evaluate JSON files (each must have "name", "dataset", "split" and metrics).
 std::vector<ReportTable> GatherReport(const std::vector<std::string>& eval_files);
+// A comparison the user asks for (report --compare a:b): row a against row b, paired by seed, in
+// every dataset that has both (main or variant rows, e.g. mlfd@mixup_x2:teacher@epochs_x2).
+struct ReportCompare {
+  std::string a, b;
+};
+// Parses "a:b" (two model names, variant rows as <model>@<variant>); throws UsageError otherwise.
+ReportCompare ParseCompare(const std::string& text);
+// Throws Error when a compared name is a row of no dataset (a typo would print nothing).
+void CheckCompares(const std::vector<ReportTable>& tables, const std::vector<ReportCompare>& compares);
 
 // Markdown: one table per dataset, then the findings (does the MLFD student beat the individual
 // model and the joint-training baseline; T* vs own teacher on validation), then the dataset's
-// ablation table when it has variant rows.
-std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title);
+// ablation table when it has variant rows, then the paired comparisons asked for.
+std::string ReportMarkdown(const std::vector<ReportTable>& tables, const std::string& title,
+                           const std::vector<ReportCompare>& compares = {});
 // HTML (plots referenced relative to `html_dir`).
-std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir);
+std::string ReportHtml(const std::vector<ReportTable>& tables, const std::string& title, const std::string& html_dir,
+                       const std::vector<ReportCompare>& compares = {});
 
 // Paired comparison of two rows over the seeds both have (same seed, same data): the per-seed
 // differences a - b of test top-1 (or validation top-1 with `val`), in points.
 struct PairedDiff {
   std::vector<double> diffs;  // percentage points, in seed order
+  std::vector<int64_t> seeds;  // the seed of each difference
   int wins = 0;               // seeds where a > b
   std::string Summary() const;  // "+0.84 ± 0.31, 3/3 seeds" ("" when no seed is shared)
+  std::string PerSeed() const;  // "+0.43, +0.80, +1.35 (seeds 1, 2, 3)" ("" when no seed is shared)
 };
 PairedDiff Paired(const ReportRow& a, const ReportRow& b, bool val = false);
 
