@@ -358,7 +358,8 @@ TEST_CASE("interop: torchvision video ResNets move both ways with the same logit
   // (no small stem, width 1, no embed, one head) must load into torchvision (--torchvision), the
   // MLFD config (small stem, width 0.25, embed 16, two heads) into mlfd_torch.MLFDVideoResNet.
   struct Export { std::string name, arch; bool standard; };
-  const std::vector<Export> exports{{"std_r2plus1d", "r2plus1d_18", true}, {"mlfd_mc3", "mc3_18", false},
+  const std::vector<Export> exports{{"std_r3d", "r3d_18", true},        {"std_mc3", "mc3_18", true},
+                                    {"std_r2plus1d", "r2plus1d_18", true}, {"mlfd_mc3", "mc3_18", false},
                                     {"mlfd_r2plus1d", "r2plus1d_18", false}};
   for (const auto& e : exports) {
     mlfd::ModelConfig c;
@@ -430,9 +431,10 @@ for arch in ('r3d_18', 'mc3_18', 'r2plus1d_18'):
     net = getattr(video, arch)(num_classes=3)
     net.load_state_dict(random_torchvision(arch, 3, 7))
     compare('import_' + arch, net, '%s/%s.logits.f32' % (d, arch))
-net = video.r2plus1d_18(num_classes=3)
-net.load_state_dict(torch.load(d + '/std_r2plus1d.pt'), strict=True)
-compare('export_std_r2plus1d', net, d + '/std_r2plus1d.logits0.f32')
+for name, arch in (('std_r3d', 'r3d_18'), ('std_mc3', 'mc3_18'), ('std_r2plus1d', 'r2plus1d_18')):
+    net = getattr(video, arch)(num_classes=3)
+    net.load_state_dict(torch.load('%s/%s.pt' % (d, name)), strict=True)
+    compare('export_' + name, net, '%s/%s.logits0.f32' % (d, name))
 for name in ('mlfd_mc3', 'mlfd_r2plus1d'):
     side = json.load(open('%s/%s.json' % (d, name)))
     net = mlfd_torch.build_model(side['model'])
@@ -452,5 +454,5 @@ for name in ('mlfd_mc3', 'mlfd_r2plus1d'):
     CHECK(diff < 1e-4);
     ++compared;
   }
-  CHECK(compared == 8);
+  CHECK(compared == 10);  // 3 imports, 3 exports into torchvision, 2 x 2 heads into MLFDVideoResNet
 }

@@ -115,7 +115,7 @@ TEST_CASE("5-d hints: clip maps matched over T H and W by pooling and a 1x1x1 Co
 
 TEST_CASE(
     "video distillation: extract_features caches clip maps and distill_student runs kd fitnet mlfd "
-    "online and cached and the multi-teacher methods",
+    "online and cached, the multi-teacher methods and ce",
     "[stage][distill][video]") {
   TempDir tmp;
   const std::string store = MakeSpriteClips(tmp, 4, "8,4,4");
@@ -220,16 +220,24 @@ TEST_CASE(
   }
   // The multi-teacher methods on clip maps, with two video teachers (the teacher and the KD
   // student): UNIC's 1x1x1 projectors, AMTML-KD's hints through 1x1x1 regressors, FEED's 3x3x3
-  // transforms.
-  for (const std::string method : {"unic", "amtml", "feed"}) {
+  // transforms; uniform multi-teacher KD (AMTML-KD's soft target with uniform weights).
+  for (const auto& [method, term] : std::vector<std::pair<std::string, std::string>>{
+           {"unic", "train_unic"}, {"amtml", "train_amtml"}, {"feed", "train_feed"}, {"mtkd", "train_amtml"}}) {
     const std::string out = tmp / (method + ".h5");
     auto d = RunTool("distill_student", train + "--method " + method + " --unic-hidden 16 " +
                                             student_arch + " --teacher " + teacher + " --teacher " +
                                             (tmp / "kd_online.h5") + " --out " + out + " " + store);
     INFO(method << ": " << d.err);
     REQUIRE(d.exit_code == 0);
-    CHECK(LastFinite(tmp / (method + ".metrics.jsonl"), "train_" + method) > 0);
+    CHECK(LastFinite(tmp / (method + ".metrics.jsonl"), term) > 0);
     CHECK(LoadCheckpoint(out).meta.model.arch == "r3d_18");
+  }
+  {  // The student trained alone on clips (ce: no teacher), the reference row of the methods.
+    auto d = RunTool("distill_student", train + "--method ce " + student_arch + " --out " + (tmp / "ce.h5") + " " + store);
+    INFO(d.err);
+    REQUIRE(d.exit_code == 0);
+    CHECK(LastFinite(tmp / "ce.metrics.jsonl", "train_ce") > 0);
+    CHECK(LoadCheckpoint(tmp / "ce.h5").meta.datasets.at(0).frames == 4);
   }
 
   auto e = RunTool("evaluate", "-v 0 --threads 1 --device cpu --out " + (tmp / "kd.json") + " " +

@@ -11,6 +11,8 @@
 #include "data/augment.h"
 #include "data/clip_store.h"
 #include "data/loader.h"
+#include "eval/metrics.h"
+#include "models/model.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -219,6 +221,65 @@ TEST_CASE("clip loader: N x C x T x H x W batches of temporal crops and sharding
       CHECK(torch::equal(a.images[i], from.images[i / 2]));
     }
   }
+}
+
+TEST_CASE("evaluation on clips: the logits are the mean over every temporal view and spatial crop", "[stage][video]") {
+  TempDir tmp;
+  const std::string path = MakeSpriteClips(tmp, 8, "3,2,3");
+  auto store = std::make_shared<const ClipStore>(ClipStore::Open(path));
+  ModelConfig c;
+  c.arch = "r3d_18";
+  c.in_channels = 1;
+  c.small_stem = true;
+  c.width = 0.125;
+  c.embed_dim = 0;
+  c.head_classes = {2};
+  torch::manual_seed(3);
+  Net net = BuildModel(c);
+  net->eval();
+  HeadInfo info;
+  info.dataset = "sprites";
+  info.class_names = store->class_names();
+  info.mean = store->mean();
+  info.std = store->std();
+  info.frames = 5;  // 8 stored frames: the views start at different frames
+  const auto& test = store->split("test");
+  AugmentConfig eval;
+  Predictions p = Predict(net, info, store, test, eval, torch::kCPU, 4, 1, /*views=*/2, /*crops=*/3);
+  REQUIRE(p.logits.sizes() == torch::IntArrayRef({static_cast<int64_t>(test.size()), 2}));
+  // The same six views by hand: every (temporal view, spatial crop) through the loader, then the mean.
+  LoaderSource src;
+  src.clips = store;
+  src.indices = test;
+  src.batch_size = 4;
+  src.mean = store->mean();
+  src.std = store->std();
+  torch::Tensor sum;
+  std::vector<torch::Tensor> each;
+  torch::NoGradGuard no_grad;
+  for (int v = 0; v < 2; ++v)
+    for (int k = 0; k < 3; ++k) {
+      LoaderOptions lo;
+      lo.shuffle = false;
+      lo.train_augment = false;
+      lo.workers = 1;
+      lo.clip_frames = 5;
+      lo.clip_views = 2;
+      lo.clip_view = v;
+      lo.augment.eval_crops = 3;
+      lo.augment.eval_crop = k;
+      Loader loader({src}, lo);
+      loader.StartEpoch(0);
+      std::vector<torch::Tensor> z;
+      Batch b;
+      while (loader.Next(&b)) z.push_back(net->forward(b.images, 0));
+      each.push_back(torch::cat(z));
+      sum = sum.defined() ? sum + each.back() : each.back();
+    }
+  CHECK((p.logits - sum / 6.0).abs().max().item<double>() < 1e-5);
+  // Not a degenerate check: the views differ from one another.
+  CHECK((each[0] - each[5]).abs().max().item<double>() > 1e-3);
+  CHECK((each[0] - each[1]).abs().max().item<double>() > 1e-3);
 }
 
 TEST_CASE("train_teacher and evaluate on moving sprites with r3d_18 and --clips 2", "[stage][video]") {
