@@ -54,8 +54,10 @@ METHODS = kd fitnet mlfd
 # shared view (the student's batch, which the online T* sees too) for the teacher's 40 epochs and
 # for twice as long. The fair references for the patient student: the individual model trained for
 # twice the epochs too (`epochs_x2`, evaluated as teacher@epochs_x2) and the KD student from the
-# dataset's own teacher with the same mixup and schedule (`kd_mixup_x2`, kd@kd_mixup_x2).
-VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3 mixup mixup_x2 epochs_x2 kd_mixup_x2
+# dataset's own teacher with the same mixup and schedule (`kd_mixup_x2`, kd@kd_mixup_x2). And the
+# patient student from T* without the map terms (`kd_ce_mixup_x2`): against kd_mixup_x2 it
+# isolates what T* gives as the source of the soft targets, the recipe held fixed.
+VARIANTS = kd_ce kd_last no_ce plain_heads fuse_layer3 mixup mixup_x2 epochs_x2 kd_mixup_x2 kd_ce_mixup_x2
 VARIANT_OPTS_kd_ce = --w-feat 0
 VARIANT_OPTS_kd_last = --pairs layer4:fused:0.2
 VARIANT_OPTS_no_ce = --w-ce 0
@@ -71,10 +73,12 @@ VARIANT_DROP_epochs_x2 = --epochs=$(EPOCHS)
 VARIANT_OPTS_epochs_x2 = --epochs $(shell expr 2 '*' $(EPOCHS))
 VARIANT_METHOD_kd_mixup_x2 = kd
 VARIANT_OPTS_kd_mixup_x2 = --mix mixup --epochs-multiple 2
+VARIANT_OPTS_kd_ce_mixup_x2 = --w-feat 0 --mix mixup --epochs-multiple 2
 
 # The report's paired comparisons beyond the ablation tables (report --compare): the patient MLFD
 # student against the references given its schedule, the joint-training baseline and T*; KD with
 # and without the patient recipe against the individual model.
 REPORT_COMPARE = mlfd@mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:kd@kd_mixup_x2 mlfd@mixup_x2:joint_baseline \
   mlfd@mixup_x2:kd mlfd@mixup_x2:teacher kd@kd_mixup_x2:teacher@epochs_x2 teacher@epochs_x2:teacher \
-  mlfd:teacher mlfd:joint_baseline kd:teacher
+  mlfd:teacher mlfd:joint_baseline kd:teacher mlfd@kd_ce_mixup_x2:kd@kd_mixup_x2 \
+  mlfd@kd_ce_mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:mlfd@kd_ce_mixup_x2
