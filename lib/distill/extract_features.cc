@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <fstream>
 
@@ -105,6 +107,15 @@ int64_t PeakRssBytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   return 0;
 }
+
+// The stages keep freed blocks on the heap (RunMain's allocator setting: no mmap, no trimming), so
+// a batch's activations are not faulted in again. Here each batch's transient blocks interleave
+// with HDF5's long-lived ones (an index entry per written row), so freed space fragments and the
+// heap grew with the number of rows: peak RSS 566-1,103 MB for 54,000 images against 277 MB for
+// 6,000 (250-260 MB for both with glibc's defaults). Returning the free pages to the kernel every
+// kTrimEveryRows rows bounds it, at the cost of faulting one batch's blocks in again per period.
+constexpr int64_t kTrimEveryRows = 4096;
+void ReturnFreeHeapPages() { malloc_trim(0); }
 }  // namespace
 
 namespace {
@@ -238,7 +249,7 @@ nlohmann::json ExtractOn(const std::string& model_path, const std::string& store
     Loader loader({src}, lo);
     loader.StartEpoch(0);
     Batch b;
-    int64_t row = 0;
+    int64_t row = 0, since_trim = 0;
     bool created = false;
     while (loader.Next(&b)) {
       LevelMap r = net->Forward(b.images.to(device), levels, info.head);
@@ -261,6 +272,11 @@ nlohmann::json ExtractOn(const std::string& model_path, const std::string& store
       }
       created = true;
       row += b.images.size(0);
+      since_trim += b.images.size(0);
+      if (since_trim >= kTrimEveryRows) {
+        ReturnFreeHeapPages();
+        since_trim = 0;
+      }
       total_images += b.images.size(0);
       progress.Add(b.images.size(0));
     }
