@@ -7,6 +7,7 @@
 
 #include "models/checkpoint.h"
 #include "models/joint.h"
+#include "io/feature_cache.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -121,6 +122,28 @@ TEST_CASE("build_joint and finetune_joint on video teachers", "[stage][video][jo
   const double top1 = nlohmann::json::parse(e2.out)["metrics"]["top1"].get<double>();
   CHECK(top1 >= 0.0);
   CHECK(top1 <= 1.0);
+
+  // The teachers' maps cached instead (extract_features --teacher-inputs on clip stores: 5-D rows),
+  // and finetune_joint trained from them.
+  std::string features;
+  for (const auto& [name, store] : std::vector<std::pair<std::string, std::string>>{{"lr", lr}, {"ud", ud}}) {
+    const std::string maps = tmp / ("maps_" + name + ".h5");
+    auto x = RunTool("extract_features", Msg("-v 0 --threads 2 --teacher-inputs --splits train --out ", maps, " ", j, " ", store));
+    INFO(x.err);
+    REQUIRE(x.exit_code == 0);
+    FeatureCache fc(maps);
+    CHECK(fc.SampleShape("train", "teacher0.layer4") == std::vector<int64_t>{64, 1, 3, 3});
+    CHECK(fc.SampleShape("train", "teacher1.layer4") == std::vector<int64_t>{64, 4, 3, 3});
+    features += (features.empty() ? "" : ",") + maps;
+  }
+  const std::string jc = tmp / "jc.h5";
+  auto fc = RunTool("finetune_joint", Msg("-v 0 --threads 2 --epochs 2 --batch-size 8 --lr 0.003 --optimizer adamw "
+                                          "--seed 1 --teacher-maps cached --features ",
+                                          features, " --out ", jc, " ", j, " ", lr, " ", ud));
+  INFO(fc.err);
+  REQUIRE(fc.exit_code == 0);
+  CHECK(nlohmann::json::parse(fc.out)["epochs_run"] == 2);
+  CHECK(mlfd_test::ReadText(tmp / "jc.metrics.jsonl").find("\"val_sprites_lr_gain_over_teacher\"") != std::string::npos);
 
   // Image and video networks do not mix, and each kind reads its own stores.
   const std::string img_teacher = tmp / "img.h5";
