@@ -319,6 +319,10 @@ TEST_CASE("Makefile.pipeline: VARIANTS train each variant per seed and the repor
   auto method_stage = mlfd_test::RunShell(make + " -n VARIANTS=x VARIANT_STAGE_x=joint VARIANT_METHOD_x=kd");
   CHECK(method_stage.exit_code != 0);
   CHECK(method_stage.err.find("only a student variant chooses its method") != std::string::npos);
+  // A KD variant's base is the KD row's options: an MLFD_OPTS word is not in it.
+  auto kd_drop = mlfd_test::RunShell(make + " -n MLFD_OPTS=--w-ce=0.2 VARIANT_DROP_kdm=--w-ce=0.2");
+  CHECK(kd_drop.exit_code != 0);
+  CHECK(kd_drop.err.find("VARIANT_DROP_kdm: '--w-ce=0.2' is not in the student stage's options") != std::string::npos);
   auto teacher_typo = mlfd_test::RunShell(make + " -n VARIANT_DROP_long=--epochs=3");
   CHECK(teacher_typo.exit_code != 0);
   CHECK(teacher_typo.err.find("VARIANT_DROP_long: '--epochs=3' is not in the teacher stage's options") != std::string::npos);
