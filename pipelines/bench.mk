@@ -74,6 +74,14 @@ VARIANT_OPTS_epochs_x2 = --epochs $(shell expr 2 '*' $(EPOCHS))
 VARIANT_METHOD_kd_mixup_x2 = kd
 VARIANT_OPTS_kd_mixup_x2 = --mix mixup --epochs-multiple 2
 VARIANT_OPTS_kd_ce_mixup_x2 = --w-feat 0 --mix mixup --epochs-multiple 2
+# Four times the schedule, not run by default (one seed of the pair takes about half an hour):
+#   make -j2 -f Makefile.pipeline PIPELINE=bench RUN=... SEEDS=1 LONG_VARIANTS="mixup_x4 epochs_x4"
+LONG_VARIANTS ?=
+VARIANTS += $(LONG_VARIANTS)
+VARIANT_OPTS_mixup_x4 = --mix mixup --epochs-multiple 4
+VARIANT_STAGE_epochs_x4 = teacher
+VARIANT_DROP_epochs_x4 = --epochs=$(EPOCHS)
+VARIANT_OPTS_epochs_x4 = --epochs $(shell expr 4 '*' $(EPOCHS))
 
 # The report's paired comparisons beyond the ablation tables (report --compare): the patient MLFD
 # student against the references given its schedule, the joint-training baseline and T*; KD with
@@ -81,4 +89,5 @@ VARIANT_OPTS_kd_ce_mixup_x2 = --w-feat 0 --mix mixup --epochs-multiple 2
 REPORT_COMPARE = mlfd@mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:kd@kd_mixup_x2 mlfd@mixup_x2:joint_baseline \
   mlfd@mixup_x2:kd mlfd@mixup_x2:teacher kd@kd_mixup_x2:teacher@epochs_x2 teacher@epochs_x2:teacher \
   mlfd:teacher mlfd:joint_baseline kd:teacher mlfd@kd_ce_mixup_x2:kd@kd_mixup_x2 \
-  mlfd@kd_ce_mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:mlfd@kd_ce_mixup_x2
+  mlfd@kd_ce_mixup_x2:teacher@epochs_x2 mlfd@mixup_x2:mlfd@kd_ce_mixup_x2 \
+  mlfd@mixup_x4:teacher@epochs_x4 mlfd@mixup_x4:mlfd@mixup_x2 teacher@epochs_x4:teacher@epochs_x2
