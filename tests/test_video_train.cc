@@ -248,12 +248,7 @@ TEST_CASE("evaluation on clips: the logits are the mean over every temporal view
   Predictions p = Predict(net, info, store, test, eval, torch::kCPU, 4, 1, /*views=*/2, /*crops=*/3);
   REQUIRE(p.logits.sizes() == torch::IntArrayRef({static_cast<int64_t>(test.size()), 2}));
   // The same six views by hand: every (temporal view, spatial crop) through the loader, then the mean.
-  LoaderSource src;
-  src.clips = store;
-  src.indices = test;
-  src.batch_size = 4;
-  src.mean = store->mean();
-  src.std = store->std();
+  const LoaderSource src = MakeSource(store, test, 4);  // the store's own mean/std, as info's
   torch::Tensor sum;
   std::vector<torch::Tensor> each;
   torch::NoGradGuard no_grad;
